@@ -1,0 +1,29 @@
+"""hf-compress: make Hugging Face models smaller and faster, and ship them as ordinary Hub models.
+
+Importing this package registers the pruned-model config and classes with the transformers Auto classes,
+so ``AutoModelForSequenceClassification.from_pretrained(pruned_dir)`` works after ``import hf_compress``.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from .vtrans import (
+    PrunedEncoderConfig,
+    PrunedEncoderForSequenceClassification,
+    PrunedEncoderForTokenClassification,
+    PrunedEncoderModel,
+    attach_gates,
+    detach_gates,
+    materialize,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(PrunedEncoderConfig.model_type, PrunedEncoderConfig, exist_ok=True)
+AutoModel.register(PrunedEncoderConfig, PrunedEncoderModel, exist_ok=True)
+AutoModelForSequenceClassification.register(PrunedEncoderConfig, PrunedEncoderForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(PrunedEncoderConfig, PrunedEncoderForTokenClassification, exist_ok=True)
+
+__all__ = [
+    "PrunedEncoderConfig", "PrunedEncoderForSequenceClassification", "PrunedEncoderForTokenClassification",
+    "PrunedEncoderModel", "attach_gates", "detach_gates", "materialize", "__version__",
+]

@@ -1,0 +1,169 @@
+"""Variational Information Bottleneck gates.
+
+A gate holds, per structural unit (a hidden dim, a head, an FFN neuron, a whole sub-layer), a mean ``mu``
+and a log-variance ``log_sigma2``. While training, the unit's activation is multiplied by a sample
+``z = mu + eps * sigma``; the KL term ``0.5 * log(1 + mu^2 / sigma^2)`` prices the information the unit lets
+through. A unit is kept when ``log_alpha = log_sigma2 - log(mu^2) < 0`` and, once kept, is scaled by ``mu``
+(which materialization folds into the weights).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_EPS = 1e-8
+
+
+class VIBGate(nn.Module):
+    """One group of VIB gates with shape ``shape`` (e.g. ``(num_layers, num_heads)``)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        init_mu: float = 1.0,
+        init_log_sigma2: float = -9.0,
+        threshold: float = 0.0,
+        temperature: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.mu = nn.Parameter(torch.full(self.shape, float(init_mu)))
+        self.log_sigma2 = nn.Parameter(torch.full(self.shape, float(init_log_sigma2)))
+        self.threshold = threshold
+        self.temperature = temperature
+
+    def log_alpha(self) -> torch.Tensor:
+        return self.log_sigma2 - torch.log(self.mu.pow(2) + _EPS)
+
+    def kl(self) -> torch.Tensor:
+        """Sum over units of ``0.5 * log(1 + mu^2 / sigma^2)``."""
+        return 0.5 * torch.log1p(self.mu.pow(2) / torch.exp(self.log_sigma2)).sum()
+
+    def keep_mask(self) -> torch.Tensor:
+        """Hard decision: True where the unit is kept."""
+        return self.log_alpha() < self.threshold
+
+    def keep_score(self) -> torch.Tensor:
+        """Higher means more worth keeping (``-log_alpha``); used to rank units against a budget."""
+        return -self.log_alpha()
+
+    def expected_keep(self) -> torch.Tensor:
+        """Differentiable per-unit keep probability ``sigmoid(-k * log_alpha)``."""
+        return torch.sigmoid(-self.temperature * (self.log_alpha() - self.threshold))
+
+    def sample(self) -> torch.Tensor:
+        """Training-time multiplier ``mu + eps * sigma``."""
+        eps = torch.randn_like(self.mu)
+        return self.mu + eps * torch.exp(0.5 * self.log_sigma2)
+
+    def deterministic(self) -> torch.Tensor:
+        """Inference-time multiplier: ``mu`` for kept units, 0 otherwise."""
+        return self.mu * self.keep_mask().to(self.mu.dtype)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, threshold={self.threshold}, temperature={self.temperature}"
+
+
+class VIBGates(nn.Module):
+    """All gate groups of one model plus the Lagrange multipliers of the budget constraint.
+
+    Living inside the model (as ``model.vtrans_gates``) makes them ordinary parameters for ``Trainer``,
+    DDP, checkpoints and ``resume_from_checkpoint``.
+    """
+
+    #: group name -> what it gates (for logs and errors)
+    GROUPS = {
+        "hidden": "shared hidden / embedding dimension",
+        "heads": "attention heads (per layer)",
+        "ffn": "FFN intermediate neurons (per layer)",
+        "mha": "whole attention sub-layers",
+        "ffn_layer": "whole FFN sub-layers",
+    }
+
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        groups: tuple[str, ...] = ("hidden", "heads", "ffn", "mha", "ffn_layer"),
+        init_mu: float = 1.0,
+        init_log_sigma2: float = -9.0,
+        temperature: float = 10.0,
+    ) -> None:
+        super().__init__()
+        unknown = set(groups) - set(self.GROUPS)
+        if unknown:
+            raise ValueError(f"Unknown gate groups {sorted(unknown)}; choose from {list(self.GROUPS)}.")
+        shapes = {
+            "hidden": (hidden_size,),
+            "heads": (num_layers, num_heads),
+            "ffn": (num_layers, intermediate_size),
+            "mha": (num_layers,),
+            "ffn_layer": (num_layers,),
+        }
+        self.groups = nn.ModuleDict(
+            {
+                name: VIBGate(shapes[name], init_mu=init_mu, init_log_sigma2=init_log_sigma2, temperature=temperature)
+                for name in self.GROUPS
+                if name in groups
+            }
+        )
+        # Lagrange multipliers, trained by gradient *ascent* (their gradient is negated by a hook).
+        self.lambda_1 = nn.Parameter(torch.zeros(()))
+        self.lambda_2 = nn.Parameter(torch.zeros(()))
+        for lam in (self.lambda_1, self.lambda_2):
+            lam.register_hook(lambda grad: -grad)
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self._current: dict[str, torch.Tensor] = {}
+        self.frozen = False  # when True, forward uses the deterministic (thresholded) gates
+
+    # -- multipliers used by the hooks ---------------------------------------------------------------
+    def refresh(self) -> None:
+        """Draw this forward pass's multipliers (called once per forward by a pre-hook)."""
+        if self.training and not self.frozen:
+            self._current = {name: gate.sample() for name, gate in self.groups.items()}
+        else:
+            self._current = self.deterministic()
+
+    def deterministic(self) -> dict[str, torch.Tensor]:
+        """Thresholded multipliers, exactly what the materialized model computes.
+
+        A sub-layer whose units are all pruned is switched off as a whole (its output bias would otherwise
+        survive), so masked and materialized outputs agree.
+        """
+        current = {name: gate.deterministic() for name, gate in self.groups.items()}
+        for sublayer, units in (("mha", "heads"), ("ffn_layer", "ffn")):
+            if units in current:
+                alive = (current[units] != 0).any(-1).to(current[units].dtype)
+                current[sublayer] = current[sublayer] * alive if sublayer in current else alive
+        return current
+
+    def multiplier(self, group: str, layer: int | None = None) -> torch.Tensor | None:
+        if not self._current:
+            self.refresh()
+        z = self._current.get(group)
+        if z is None:
+            return None
+        return z if layer is None else z[layer]
+
+    # -- terms of the objective ------------------------------------------------------------------------
+    def kl(self, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        return {name: gate.kl() * weights.get(name, 1.0) for name, gate in self.groups.items()}
+
+    def expected_keep(self, name: str) -> torch.Tensor | None:
+        return self.groups[name].expected_keep() if name in self.groups else None
+
+    def keep_masks(self) -> dict[str, torch.Tensor]:
+        return {name: gate.keep_mask() for name, gate in self.groups.items()}
+
+    def keep_scores(self) -> dict[str, torch.Tensor]:
+        return {name: gate.keep_score() for name, gate in self.groups.items()}
+
+    def mean_log_alpha(self) -> dict[str, float]:
+        return {name: float(gate.log_alpha().mean()) for name, gate in self.groups.items()}
+

@@ -1,0 +1,406 @@
+"""Gates -> which units to keep -> physically sliced weights in a :class:`PrunedEncoderConfig` model.
+
+The kept units' ``mu`` are folded into the weights that read the gated activation, so the materialized
+model computes what the masked model computes at inference, except for hidden dimensions: a LayerNorm
+over the kept dims alone normalizes with their own mean/variance (tests report that gap).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .adapters import EncoderAdapter, get_adapter
+from .budget import Budget, EncoderShape, count_flops, count_params, layer_params, measure
+from .configuration_pruned_encoder import PrunedEncoderConfig
+from .gates import VIBGates
+from .masking import dense_shape, get_gates
+from .modeling_pruned_encoder import (
+    PrunedEncoderForSequenceClassification,
+    PrunedEncoderForTokenClassification,
+    PrunedEncoderModel,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_CLASSES = {
+    "base": PrunedEncoderModel,
+    "ForSequenceClassification": PrunedEncoderForSequenceClassification,
+    "ForTokenClassification": PrunedEncoderForTokenClassification,
+}
+
+
+@dataclass
+class KeepPlan:
+    """Indices of the kept units (sorted) and the multipliers folded into the weights."""
+
+    hidden: np.ndarray
+    heads: list[np.ndarray]  # per layer; empty = attention sub-layer removed
+    ffn: list[np.ndarray]  # per layer; empty = FFN sub-layer removed
+    hidden_scale: np.ndarray | None = None  # per original hidden dim
+    head_scale: np.ndarray | None = None  # [layers, heads], the sub-layer multiplier folded in
+    ffn_scale: np.ndarray | None = None  # [layers, neurons], the sub-layer multiplier folded in
+    mha_bias_scale: np.ndarray | None = None  # [layers]
+    ffn_bias_scale: np.ndarray | None = None  # [layers]
+
+    def shape(self, dense: EncoderShape) -> EncoderShape:
+        return replace(
+            dense,
+            hidden_size=len(self.hidden),
+            num_heads=[len(h) for h in self.heads],
+            intermediate_sizes=[len(f) for f in self.ffn],
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# choosing units
+# --------------------------------------------------------------------------------------------------
+class _Selection:
+    """Mutable kept/score state of every gate group, with greedy removal against a budget."""
+
+    def __init__(self, dense: EncoderShape, keep: dict[str, np.ndarray], scores: dict[str, np.ndarray], round_to: int):
+        n, H = dense.num_layers, dense.num_heads[0]
+        full = {
+            "hidden": (dense.hidden_size,),
+            "heads": (n, H),
+            "ffn": (n, dense.intermediate_sizes[0]),
+            "mha": (n,),
+            "ffn_layer": (n,),
+        }
+        self.dense = dense
+        self.keep = {g: np.asarray(keep[g], bool).copy() if g in keep else np.ones(s, bool) for g, s in full.items()}
+        self.scores = {
+            g: np.asarray(scores[g], np.float64) if g in scores else np.full(s, np.inf) for g, s in full.items()
+        }
+        self.round_to = max(1, int(round_to or 1))
+        for i in range(n):  # a removed sub-layer removes its units, and a sub-layer without units is removed
+            if not self.keep["mha"][i] or not self.keep["heads"][i].any():
+                self.keep["mha"][i] = False
+                self.keep["heads"][i] = False
+            if not self.keep["ffn_layer"][i] or not self.keep["ffn"][i].any():
+                self.keep["ffn_layer"][i] = False
+                self.keep["ffn"][i] = False
+
+    def shape(self) -> EncoderShape:
+        return replace(
+            self.dense,
+            hidden_size=int(self.keep["hidden"].sum()),
+            num_heads=[int(k.sum()) for k in self.keep["heads"]],
+            intermediate_sizes=[int(k.sum()) for k in self.keep["ffn"]],
+        )
+
+    def _set_count(self, kept: np.ndarray, scores: np.ndarray, count: int) -> None:
+        order = np.argsort(-np.where(kept, scores + 1e12, scores), kind="stable")  # kept first, best first
+        kept[:] = False
+        kept[order[:count]] = True
+
+    def round_counts(self) -> None:
+        """Round hidden size and FFN widths to the nearest multiple of ``round_to`` (hardware alignment)."""
+        m = self.round_to
+        if m == 1:
+            return
+        c = int(self.keep["hidden"].sum())
+        self._set_count(self.keep["hidden"], self.scores["hidden"], min(max(m, int(round(c / m)) * m), len(self.keep["hidden"])))
+        for i in range(self.dense.num_layers):
+            c = int(self.keep["ffn"][i].sum())
+            if c == 0:
+                continue
+            target = min(int(round(c / m)) * m, len(self.keep["ffn"][i]))
+            self._set_count(self.keep["ffn"][i], self.scores["ffn"][i], target)
+            if target == 0:
+                self.keep["ffn_layer"][i] = False
+
+    def _candidates(self):
+        """(score, group, layer, indices) of each group's cheapest next removal."""
+        m, out = self.round_to, []
+        kept = self.keep["hidden"]
+        if kept.sum() > m:
+            idx = np.flatnonzero(kept)
+            worst = idx[np.argsort(self.scores["hidden"][idx], kind="stable")[:m]]
+            out.append((self.scores["hidden"][worst].mean(), "hidden", None, worst))
+        for i in range(self.dense.num_layers):
+            for group, step, sub in (("heads", 1, "mha"), ("ffn", m, "ffn_layer")):
+                kept = self.keep[group][i]
+                if not kept.any():
+                    continue
+                idx = np.flatnonzero(kept)
+                worst = idx[np.argsort(self.scores[group][i][idx], kind="stable")[:step]]
+                out.append((self.scores[group][i][worst].mean(), group, i, worst))
+                out.append((self.scores[sub][i], sub, i, None))
+        return out
+
+    def _remove(self, group: str, layer: int | None, idx) -> None:
+        if group == "hidden":
+            self.keep["hidden"][idx] = False
+            return
+        if group in ("mha", "ffn_layer"):
+            units = "heads" if group == "mha" else "ffn"
+            self.keep[group][layer] = False
+            self.keep[units][layer] = False
+            return
+        self.keep[group][layer][idx] = False
+        if not self.keep[group][layer].any():
+            self.keep["mha" if group == "heads" else "ffn_layer"][layer] = False
+
+    def fit(self, budget: Budget) -> int:
+        """Greedily remove the lowest-scoring units until the budget is met; returns removals made."""
+        removed = 0
+        while measure(self.shape(), budget.metric, budget.seq_len) > budget.target:
+            candidates = self._candidates()
+            if not candidates:
+                raise ValueError(f"Cannot meet the budget ({budget.description}): nothing left to remove.")
+            _, group, layer, idx = min(candidates, key=lambda c: c[0])
+            self._remove(group, layer, idx)
+            removed += 1
+        return removed
+
+
+def select_units(
+    dense: EncoderShape,
+    keep: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    budget: Budget | None,
+    round_to: int | None = None,
+) -> KeepPlan:
+    """Turn per-unit keep decisions and scores into a :class:`KeepPlan` that meets ``budget``.
+
+    Units are taken from ``keep``; if that is above budget, the lowest-scoring kept units are removed
+    (a whole sub-layer competes with its own score) until it fits, and a warning gives both figures.
+    """
+    selection = _Selection(dense, keep, scores, round_to or 1)
+    selection.round_counts()
+    if budget is not None:
+        before = measure(selection.shape(), budget.metric, budget.seq_len)
+        if selection.fit(budget):
+            warnings.warn(
+                f"The gates' own decisions give {before:,.0f} ({budget.metric}), above the budget "
+                f"{budget.target:,.0f}; kept the highest-scoring units that fit "
+                f"({measure(selection.shape(), budget.metric, budget.seq_len):,.0f}). Train the gates longer "
+                f"or raise the Lagrangian learning rate to let them reach the budget themselves.",
+                stacklevel=2,
+            )
+        realised = measure(selection.shape(), budget.metric, budget.seq_len)
+        if realised < 0.9 * budget.target:
+            warnings.warn(
+                f"The gates ended far below the budget: {realised:,.0f} vs target {budget.target:,.0f} "
+                f"({budget.metric}). The model is smaller than asked; lower the KL weight or the Lagrangian "
+                f"learning rate to keep more.",
+                stacklevel=2,
+            )
+    k = selection.keep
+    return KeepPlan(
+        hidden=np.flatnonzero(k["hidden"]),
+        heads=[np.flatnonzero(row) for row in k["heads"]],
+        ffn=[np.flatnonzero(row) for row in k["ffn"]],
+    )
+
+
+def plan_from_gates(
+    gates: VIBGates, dense: EncoderShape, budget: Budget | None, round_to: int | None = None
+) -> KeepPlan:
+    """The VIB decision (``log_alpha < 0``), trimmed to the budget, with ``mu`` as the folded multipliers."""
+    with torch.no_grad():
+        multipliers = {g: z.detach().float().cpu().numpy() for g, z in gates.deterministic().items()}
+        keep = {g: z != 0 for g, z in multipliers.items()}
+        scores = {g: s.detach().float().cpu().numpy() for g, s in gates.keep_scores().items()}
+    plan = select_units(dense, keep, scores, budget, round_to)
+    # units re-admitted by rounding are scaled by their own mu (their deterministic value is 0)
+    mus = {g: gate.mu.detach().float().cpu().numpy() for g, gate in gates.groups.items()}
+    n = dense.num_layers
+    ones = lambda *s: np.ones(s)  # noqa: E731
+    mha = mus.get("mha", ones(n))
+    ffn_layer = mus.get("ffn_layer", ones(n))
+    plan.hidden_scale = mus.get("hidden", ones(dense.hidden_size))
+    plan.head_scale = mus.get("heads", ones(n, dense.num_heads[0])) * mha[:, None]
+    plan.ffn_scale = mus.get("ffn", ones(n, dense.intermediate_sizes[0])) * ffn_layer[:, None]
+    plan.mha_bias_scale = mha
+    plan.ffn_bias_scale = ffn_layer
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# slicing weights
+# --------------------------------------------------------------------------------------------------
+def _t(x: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if x is None else torch.as_tensor(np.asarray(x), dtype=like.dtype, device=like.device)
+
+
+def _copy_linear(dst: nn.Linear, src: nn.Linear, rows, cols, col_scale=None, out_scale=None) -> None:
+    weight = src.weight.detach()
+    weight = weight[rows] if rows is not None else weight
+    weight = weight[:, cols] if cols is not None else weight
+    if col_scale is not None:
+        weight = weight * col_scale[None, :]
+    bias = src.bias.detach()[rows] if rows is not None else src.bias.detach()
+    if out_scale is not None:
+        weight, bias = weight * out_scale, bias * out_scale
+    dst.weight.data.copy_(weight)
+    dst.bias.data.copy_(bias)
+
+
+def _copy_norm(dst: nn.LayerNorm, src: nn.LayerNorm, hidden, scale) -> None:
+    dst.weight.data.copy_(src.weight.detach()[hidden] * scale)
+    dst.bias.data.copy_(src.bias.detach()[hidden] * scale)
+
+
+def pruned_config(model: PreTrainedModel, adapter: EncoderAdapter, shape: EncoderShape, task: str) -> PrunedEncoderConfig:
+    dims = adapter.read_dims(model.config)
+    _, head = adapter.task_head(model)
+    config = model.config
+    extra = {}
+    if task != "base":
+        extra = dict(id2label=config.id2label, label2id=config.label2id, problem_type=config.problem_type)
+    return PrunedEncoderConfig(
+        base_model_type=config.model_type,
+        vocab_size=dims.vocab_size,
+        hidden_size=shape.hidden_size,
+        head_dim=dims.head_dim,
+        num_hidden_layers=dims.num_layers,
+        num_attention_heads_per_layer=list(shape.num_heads),
+        intermediate_size_per_layer=list(shape.intermediate_sizes),
+        max_position_embeddings=dims.max_position_embeddings,
+        type_vocab_size=dims.type_vocab_size,
+        position_style=adapter.position_style,
+        hidden_act=dims.hidden_act,
+        layer_norm_eps=dims.layer_norm_eps,
+        hidden_dropout_prob=dims.hidden_dropout_prob,
+        attention_probs_dropout_prob=dims.attention_dropout_prob,
+        classifier_dropout=getattr(config, head.dropout_attr, None) if head.dropout_attr else None,
+        classifier_dense=head.dense is not None,
+        classifier_activation=head.activation,
+        initializer_range=getattr(config, "initializer_range", 0.02),
+        pad_token_id=dims.pad_token_id,
+        original_sizes=dict(
+            hidden_size=dims.hidden_size,
+            num_attention_heads=dims.num_heads,
+            intermediate_size=dims.intermediate_size,
+            model_type=config.model_type,
+            name_or_path=getattr(config, "_name_or_path", ""),
+        ),
+        architectures=[TASK_CLASSES[task].__name__],
+        **extra,
+    )
+
+
+@torch.no_grad()
+def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedModel:
+    """Copy the kept slices of ``model``'s weights (multipliers folded in) into a new pruned model."""
+    adapter = get_adapter(model)
+    dense = dense_shape(model, adapter)
+    dims = adapter.read_dims(model.config)
+    task, head = adapter.task_head(model)
+    shape = plan.shape(dense)
+    pruned = TASK_CLASSES[task](pruned_config(model, adapter, shape, task))
+    ref = next(model.parameters())
+    pruned.to(device=ref.device, dtype=ref.dtype)
+    base = pruned if task == "base" else pruned.model
+
+    n, H, d = dense.num_layers, dense.num_heads[0], dims.head_dim
+    hidden = torch.as_tensor(plan.hidden, dtype=torch.long, device=ref.device)
+    h_scale = _t(plan.hidden_scale, ref)
+    h_scale = torch.ones(dense.hidden_size, dtype=ref.dtype, device=ref.device) if h_scale is None else h_scale
+    h_kept_scale = h_scale[hidden]
+
+    emb = base.embeddings
+    emb.word_embeddings.weight.copy_(adapter.embedding_module(model, "word_embeddings").weight[:, hidden])
+    emb.position_embeddings.weight.copy_(adapter.embedding_module(model, "position_embeddings").weight[:, hidden])
+    if emb.token_type_embeddings is not None:
+        emb.token_type_embeddings.weight.copy_(adapter.embedding_module(model, "token_type_embeddings").weight[:, hidden])
+    _copy_norm(emb.norm, adapter.embedding_module(model, "embeddings_norm"), hidden, h_kept_scale)
+
+    for i, layer in enumerate(base.layers):
+        src = lambda name: adapter.layer_module(model, i, name)  # noqa: E731
+        heads = plan.heads[i]
+        if len(heads):
+            rows = torch.as_tensor((heads[:, None] * d + np.arange(d)[None, :]).reshape(-1), device=ref.device)
+            head_scale = _t(plan.head_scale, ref)
+            col_scale = None if head_scale is None else head_scale[i][torch.as_tensor(heads, device=ref.device)].repeat_interleave(d)
+            mha_bias = 1.0 if plan.mha_bias_scale is None else float(plan.mha_bias_scale[i])
+            for name in ("q_proj", "k_proj", "v_proj"):
+                _copy_linear(getattr(layer.attention, name), src(name), rows, hidden)
+            o_src = src("o_proj")
+            weight = o_src.weight.detach()[hidden][:, rows]
+            layer.attention.o_proj.weight.copy_(weight * col_scale[None, :] if col_scale is not None else weight)
+            layer.attention.o_proj.bias.copy_(o_src.bias.detach()[hidden] * mha_bias)
+        _copy_norm(layer.attention_norm, src("attention_norm"), hidden, h_kept_scale)
+        neurons = plan.ffn[i]
+        if len(neurons):
+            cols = torch.as_tensor(neurons, dtype=torch.long, device=ref.device)
+            ffn_scale = _t(plan.ffn_scale, ref)
+            ffn_bias = 1.0 if plan.ffn_bias_scale is None else float(plan.ffn_bias_scale[i])
+            _copy_linear(layer.mlp.up_proj, src("up_proj"), cols, hidden)
+            down = src("down_proj")
+            weight = down.weight.detach()[hidden][:, cols]
+            layer.mlp.down_proj.weight.copy_(weight * ffn_scale[i][cols][None, :] if ffn_scale is not None else weight)
+            layer.mlp.down_proj.bias.copy_(down.bias.detach()[hidden] * ffn_bias)
+        _copy_norm(layer.mlp_norm, src("mlp_norm"), hidden, h_kept_scale)
+
+    if task != "base":
+        if head.dense is not None:
+            _copy_linear(pruned.classifier.dense, model.get_submodule(head.dense), hidden, hidden)
+        out_src = model.get_submodule(head.out_proj)
+        col_scale = None if head.per_token else h_kept_scale
+        _copy_linear(pruned.classifier.out_proj, out_src, None, hidden, col_scale=col_scale)
+    pruned.eval() if not model.training else pruned.train()
+    return pruned
+
+
+def size_report(dense: EncoderShape, shape: EncoderShape, seq_len: int = 128) -> dict:
+    """Dense vs pruned parameter / FLOPs figures (what logs, benchmarks and model cards show)."""
+    d_params, p_params = count_params(dense), count_params(shape)
+    d_flops, p_flops = count_flops(dense, seq_len), count_flops(shape, seq_len)
+    return {
+        "layer_sparsity": 1.0 - layer_params(shape) / layer_params(dense),
+        "embedding_sparsity": 1.0 - p_params["embeddings"] / d_params["embeddings"],
+        "total_sparsity": 1.0 - p_params["total"] / d_params["total"],
+        "params_dense": d_params,
+        "params_pruned": p_params,
+        "flops_dense": d_flops,
+        "flops_pruned": p_flops,
+        "flops_seq_len": seq_len,
+        "hidden_size": shape.hidden_size,
+        "num_heads": list(shape.num_heads),
+        "intermediate_sizes": list(shape.intermediate_sizes),
+    }
+
+
+def materialize(
+    model: PreTrainedModel,
+    budget: Budget | None = None,
+    round_to: int | None = None,
+    plan: KeepPlan | None = None,
+) -> PreTrainedModel:
+    """A physically smaller copy of a gated ``model`` (gates folded in) that meets ``budget``.
+
+    The result is a ``PrunedEncoder*`` model whose config records the dense/pruned figures in
+    ``config.pruning_report``.
+    """
+    adapter = get_adapter(model)
+    dense = dense_shape(model, adapter)
+    if plan is None:
+        gates = get_gates(model)
+        if gates is None:
+            raise ValueError(
+                "materialize() needs a model with VTrans gates attached (hf_compress.vtrans.attach_gates) or an "
+                "explicit KeepPlan (e.g. from a baseline's scores)."
+            )
+        plan = plan_from_gates(gates, dense, budget, round_to)
+    pruned = build_pruned_model(model, plan)
+    report = size_report(dense, plan.shape(dense), budget.seq_len if budget else 128)
+    if budget is not None:
+        report["budget"] = budget.summary(plan.shape(dense))
+        report["budget"]["description"] = budget.description
+    pruned.config.pruning_report = report
+    logger.info(
+        "Materialized: hidden %d -> %d, layer sparsity %.1f%%, total params %s -> %s",
+        dense.hidden_size, len(plan.hidden), 100 * report["layer_sparsity"],
+        f"{report['params_dense']['total']:,}", f"{report['params_pruned']['total']:,}",
+    )
+    return pruned
+
