@@ -135,30 +135,61 @@ class _Selection:
                 out.append((self.scores[sub][i], sub, i, None))
         return out
 
-    def _remove(self, group: str, layer: int | None, idx) -> None:
+    def _remove(self, group: str, layer: int | None, idx) -> list[tuple[np.ndarray, object]]:
+        """Remove a candidate; returns what was switched off as (array, index) pairs, for undo."""
         if group == "hidden":
-            self.keep["hidden"][idx] = False
-            return
-        if group in ("mha", "ffn_layer"):
+            changed = [(self.keep["hidden"], idx)]
+        elif group in ("mha", "ffn_layer"):
             units = "heads" if group == "mha" else "ffn"
-            self.keep[group][layer] = False
-            self.keep[units][layer] = False
-            return
-        self.keep[group][layer][idx] = False
-        if not self.keep[group][layer].any():
-            self.keep["mha" if group == "heads" else "ffn_layer"][layer] = False
+            row = self.keep[units][layer]
+            changed = [(self.keep[group], layer), (row, np.flatnonzero(row))]
+        else:
+            row = self.keep[group][layer]
+            changed = [(row, idx)]
+            if len(np.flatnonzero(row)) == len(idx):  # last units of the sub-layer go: the sub-layer goes
+                changed.append((self.keep["mha" if group == "heads" else "ffn_layer"], layer))
+        for array, index in changed:
+            array[index] = False
+        return changed
 
-    def fit(self, budget: Budget) -> int:
-        """Greedily remove the lowest-scoring units until the budget is met; returns removals made."""
-        removed = 0
-        while measure(self.shape(), budget.metric, budget.seq_len) > budget.target:
+    def fit(self, budget: Budget) -> dict[str, np.ndarray]:
+        """Remove the lowest-scoring units until the budget is met; returns masks of what was removed."""
+        before = {g: k.copy() for g, k in self.keep.items()}
+        while self.size(budget) > budget.target:
             candidates = self._candidates()
             if not candidates:
                 raise ValueError(f"Cannot meet the budget ({budget.description}): nothing left to remove.")
             _, group, layer, idx = min(candidates, key=lambda c: c[0])
             self._remove(group, layer, idx)
-            removed += 1
-        return removed
+        return {g: before[g] & ~self.keep[g] for g in ("hidden", "heads", "ffn")}
+
+    def fill(self, budget: Budget, eligible: dict[str, np.ndarray] | None = None) -> int:
+        """Re-admit removed units, best score first, while the budget still holds (a removed sub-layer can
+        overshoot; the gates can also stop short of the budget). Returns how many chunks were re-admitted."""
+        m, chunks = self.round_to, []
+        for group, rows in (("hidden", [self.keep["hidden"]]), ("heads", self.keep["heads"]), ("ffn", self.keep["ffn"])):
+            step = 1 if group == "heads" else m
+            for layer, row in enumerate(rows):
+                allowed = ~row if eligible is None else (~row & (eligible[group] if group == "hidden" else eligible[group][layer]))
+                idx = np.flatnonzero(allowed)
+                score = self.scores[group] if group == "hidden" else self.scores[group][layer]
+                idx = idx[np.argsort(-score[idx], kind="stable")]
+                for start in range(0, len(idx) - step + 1, step):
+                    chunk = idx[start : start + step]
+                    chunks.append((float(np.mean(score[chunk])), row, chunk))
+        added = 0
+        for _, row, chunk in sorted(chunks, key=lambda c: -c[0]):
+            row[chunk] = True
+            if self.size(budget) > budget.target:
+                row[chunk] = False
+            else:
+                added += 1
+        self.keep["mha"] = self.keep["heads"].any(-1)
+        self.keep["ffn_layer"] = self.keep["ffn"].any(-1)
+        return added
+
+    def size(self, budget: Budget) -> float:
+        return measure(self.shape(), budget.metric, budget.seq_len)
 
 
 def select_units(
@@ -167,30 +198,36 @@ def select_units(
     scores: dict[str, np.ndarray],
     budget: Budget | None,
     round_to: int | None = None,
+    fill_to_budget: bool = True,
 ) -> KeepPlan:
     """Turn per-unit keep decisions and scores into a :class:`KeepPlan` that meets ``budget``.
 
-    Units are taken from ``keep``; if that is above budget, the lowest-scoring kept units are removed
-    (a whole sub-layer competes with its own score) until it fits, and a warning gives both figures.
+    Units are taken from ``keep``. Above budget, the lowest-scoring kept units are removed (a whole
+    sub-layer competes with its own score) and a warning gives both figures. Then removed units are
+    re-admitted, best score first, while they fit: with ``fill_to_budget`` any removed unit (the budget is
+    used, not undershot), else only those the trimming removed.
     """
     selection = _Selection(dense, keep, scores, round_to or 1)
     selection.round_counts()
     if budget is not None:
-        before = measure(selection.shape(), budget.metric, budget.seq_len)
-        if selection.fit(budget):
+        before = selection.size(budget)
+        trimmed = selection.fit(budget)
+        if before > budget.target:
             warnings.warn(
                 f"The gates' own decisions give {before:,.0f} ({budget.metric}), above the budget "
-                f"{budget.target:,.0f}; kept the highest-scoring units that fit "
-                f"({measure(selection.shape(), budget.metric, budget.seq_len):,.0f}). Train the gates longer "
+                f"{budget.target:,.0f}; kept the highest-scoring units that fit. Train the gates longer "
                 f"or raise the Lagrangian learning rate to let them reach the budget themselves.",
                 stacklevel=2,
             )
-        realised = measure(selection.shape(), budget.metric, budget.seq_len)
-        if realised < 0.9 * budget.target:
+        gated = selection.size(budget)
+        selection.fill(budget, None if fill_to_budget else trimmed)
+        realised = selection.size(budget)
+        if gated < 0.9 * budget.target:
             warnings.warn(
-                f"The gates ended far below the budget: {realised:,.0f} vs target {budget.target:,.0f} "
-                f"({budget.metric}). The model is smaller than asked; lower the KL weight or the Lagrangian "
-                f"learning rate to keep more.",
+                f"The gates ended far below the budget: {gated:,.0f} vs target {budget.target:,.0f} "
+                f"({budget.metric}); "
+                + (f"re-admitted the best-scoring pruned units up to {realised:,.0f}." if fill_to_budget else
+                   "the model is smaller than asked. Lower the KL weight or the Lagrangian learning rate."),
                 stacklevel=2,
             )
     k = selection.keep
@@ -202,14 +239,18 @@ def select_units(
 
 
 def plan_from_gates(
-    gates: VIBGates, dense: EncoderShape, budget: Budget | None, round_to: int | None = None
+    gates: VIBGates,
+    dense: EncoderShape,
+    budget: Budget | None,
+    round_to: int | None = None,
+    fill_to_budget: bool = True,
 ) -> KeepPlan:
     """The VIB decision (``log_alpha < 0``), trimmed to the budget, with ``mu`` as the folded multipliers."""
     with torch.no_grad():
         multipliers = {g: z.detach().float().cpu().numpy() for g, z in gates.deterministic().items()}
         keep = {g: z != 0 for g, z in multipliers.items()}
         scores = {g: s.detach().float().cpu().numpy() for g, s in gates.keep_scores().items()}
-    plan = select_units(dense, keep, scores, budget, round_to)
+    plan = select_units(dense, keep, scores, budget, round_to, fill_to_budget)
     # units re-admitted by rounding are scaled by their own mu (their deterministic value is 0)
     mus = {g: gate.mu.detach().float().cpu().numpy() for g, gate in gates.groups.items()}
     n = dense.num_layers
@@ -375,6 +416,7 @@ def materialize(
     budget: Budget | None = None,
     round_to: int | None = None,
     plan: KeepPlan | None = None,
+    fill_to_budget: bool = True,
 ) -> PreTrainedModel:
     """A physically smaller copy of a gated ``model`` (gates folded in) that meets ``budget``.
 
@@ -390,9 +432,10 @@ def materialize(
                 "materialize() needs a model with VTrans gates attached (hf_compress.vtrans.attach_gates) or an "
                 "explicit KeepPlan (e.g. from a baseline's scores)."
             )
-        plan = plan_from_gates(gates, dense, budget, round_to)
+        plan = plan_from_gates(gates, dense, budget, round_to, fill_to_budget)
     pruned = build_pruned_model(model, plan)
     report = size_report(dense, plan.shape(dense), budget.seq_len if budget else 128)
+    report["hidden_index"] = [int(i) for i in plan.hidden]  # kept original dims (for distillation, probing)
     if budget is not None:
         report["budget"] = budget.summary(plan.shape(dense))
         report["budget"]["description"] = budget.description

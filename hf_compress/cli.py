@@ -1,0 +1,203 @@
+"""``hf-compress`` command line. ``hf-compress vtrans --help`` lists every option.
+
+Options come from the same dataclasses the Python API uses (``HfArgumentParser``): flags, or one JSON /
+YAML file (``hf-compress vtrans config.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("hf_compress")
+
+
+@dataclass
+class VTransScriptArguments:
+    """What to prune and on which data (the pruning options live in ``VTransTrainingArguments``)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Dense model to prune (default: the offline all-MiniLM-L6-v2)."}
+    )
+    teacher_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Dense model fine-tuned on the task. Default: fine-tune model_name_or_path first."},
+    )
+    dataset: str = field(
+        default="sst2",
+        metadata={"help": "'sst2' (offline copy), a local .csv/.tsv/.json/.jsonl train file, or a Hub dataset id."},
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation file when dataset is a local file."})
+    text_column: str = field(default="sentence", metadata={"help": "Column holding the text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the integer label."})
+    max_length: int = field(default=64, metadata={"help": "Maximum tokens per example."})
+    train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    teacher_epochs: float = field(default=1.0, metadata={"help": "Epochs when the teacher has to be fine-tuned."})
+    teacher_train_limit: int | None = field(
+        default=4000, metadata={"help": "Training examples for fine-tuning the teacher (None: all)."}
+    )
+    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the teacher fine-tune."})
+    latency_batch_size: int = field(default=32, metadata={"help": "Batch size of the latency comparison."})
+
+
+# defaults of the main job: a few minutes on a 2-core CPU
+_VTRANS_DEFAULTS = {
+    "output_dir": "outputs/vtrans-minilm-sst2",
+    "variant": "faster",
+    "per_device_train_batch_size": "32",
+    "per_device_eval_batch_size": "128",
+    "learning_rate": "5e-5",
+    "num_train_epochs": "1",
+    "logging_steps": "10",
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": "0",
+}
+
+
+def _with_defaults(argv: list[str]) -> list[str]:
+    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
+    defaults = []
+    for key, value in _VTRANS_DEFAULTS.items():
+        if key not in given:
+            defaults += [f"--{key}", value]
+    if not given & {"target_sparsity", "target_params", "target_flops"}:
+        defaults += ["--target_sparsity", "0.5"]
+    return defaults + argv
+
+
+def parse_vtrans_args(argv: list[str]):
+    from transformers import HfArgumentParser
+
+    from trainers import VTransTrainingArguments
+
+    parser = HfArgumentParser((VTransScriptArguments, VTransTrainingArguments), prog="hf-compress vtrans")
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        if not os.path.isfile(argv[0]):
+            raise FileNotFoundError(f"Config file not found: {argv[0]}")
+        parse = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
+        return parse(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=_with_defaults(argv))
+
+
+def run_vtrans(script, args) -> dict:
+    """Fine-tune the teacher if needed, prune with VTrans, compare dense vs pruned; returns the summary."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hf_compress.data import minilm_path
+    from hf_compress.evaluation import accuracy, count_parameters, latency, latency_batch
+    from hf_compress.tasks import load_text_classification
+    from model_cards import render_vtrans_card
+    from trainers import VTransTrainer
+
+    model_path = script.model_name_or_path or minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(script.teacher_name_or_path or model_path)
+    train, test, num_labels = load_text_classification(script, tokenizer)
+    collator = DataCollatorWithPadding(tokenizer)
+    torch.manual_seed(args.seed)
+
+    if script.teacher_name_or_path:
+        teacher = AutoModelForSequenceClassification.from_pretrained(script.teacher_name_or_path)
+    else:
+        logger.info("Fine-tuning the dense teacher %s on %s", model_path, script.dataset)
+        teacher = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+        teacher_train = train.shuffle(seed=args.seed)
+        if script.teacher_train_limit:
+            teacher_train = teacher_train.select(range(min(script.teacher_train_limit, len(teacher_train))))
+        teacher_args = TrainingArguments(
+            os.path.join(args.output_dir, "teacher"),
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            learning_rate=script.teacher_learning_rate,
+            num_train_epochs=script.teacher_epochs,
+            warmup_steps=20,
+            logging_steps=args.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+            use_cpu=args.use_cpu,
+            disable_tqdm=args.disable_tqdm,
+        )
+        Trainer(model=teacher, args=teacher_args, train_dataset=teacher_train, data_collator=collator).train()
+        teacher.save_pretrained(os.path.join(args.output_dir, "teacher"))
+        tokenizer.save_pretrained(os.path.join(args.output_dir, "teacher"))
+    dense_accuracy = accuracy(teacher, test, collator)
+    logger.info("Dense accuracy: %.4f", dense_accuracy)
+
+    student = AutoModelForSequenceClassification.from_pretrained(
+        script.teacher_name_or_path or os.path.join(args.output_dir, "teacher")
+    )
+    trainer = VTransTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=test,
+        data_collator=collator, processing_class=tokenizer,
+    )
+    trainer.train()
+    pruned = trainer.materialize()
+    batch = latency_batch(test, collator, script.latency_batch_size, seed=args.seed)
+    dense_latency, pruned_latency = latency(teacher, batch), latency(pruned, batch)
+    report = pruned.config.pruning_report
+    summary = {
+        "model": model_path,
+        "dataset": script.dataset,
+        "variant": args.variant,
+        "budget": report["budget"],
+        "dense_accuracy": dense_accuracy,
+        "pruned_accuracy": accuracy(pruned, test, collator),
+        "dense_params": count_parameters(teacher),
+        "pruned_params": count_parameters(pruned),
+        "layer_sparsity": report["layer_sparsity"],
+        "total_sparsity": report["total_sparsity"],
+        "dense_latency_s": dense_latency,
+        "pruned_latency_s": pruned_latency,
+        "latency_ratio": pruned_latency / dense_latency,
+        "compression_seconds": report["compression_seconds"],
+        "output_dir": args.output_dir,
+    }
+    if args.should_save:
+        with open(os.path.join(args.output_dir, "vtrans_summary.json"), "w") as handle:
+            json.dump(summary, handle, indent=2)
+        render_vtrans_card(pruned.config, summary).save(os.path.join(args.output_dir, "README.md"))
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    print(
+        "\n".join(
+            [
+                f"VTrans ({summary['variant']}) on {summary['dataset']}: {summary['budget']['description']}",
+                f"  accuracy      dense {summary['dense_accuracy']:.4f}   pruned {summary['pruned_accuracy']:.4f}",
+                f"  parameters    dense {summary['dense_params']:,}   pruned {summary['pruned_params']:,}"
+                f"   (layer sparsity {summary['layer_sparsity']:.1%}, total {summary['total_sparsity']:.1%})",
+                f"  latency       dense {summary['dense_latency_s'] * 1e3:.1f} ms   pruned "
+                f"{summary['pruned_latency_s'] * 1e3:.1f} ms   (ratio {summary['latency_ratio']:.2f})",
+                f"  compression   {summary['compression_seconds']:.0f} s",
+                f"  saved to      {summary['output_dir']}  (AutoModelForSequenceClassification.from_pretrained)",
+            ]
+        )
+    )
+
+
+COMMANDS = {"vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: hf-compress <command> [options]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:10s} {text}")
+        print("\n'hf-compress <command> --help' lists a command's options.")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import hf_compress  # noqa: F401  (registers the Auto classes)
+
+    script, args = parse_vtrans_args(argv[1:])
+    _print_summary(run_vtrans(script, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

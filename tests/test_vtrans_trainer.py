@@ -1,0 +1,191 @@
+"""VTransTrainer on tiny random models: phases, variants, logging, optimizer groups, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    Trainer,
+    TrainingArguments,
+)
+
+import hf_compress  # noqa: F401
+from hf_compress.vtrans import get_gates
+from trainers import VTransTrainer, VTransTrainingArguments
+
+
+def tiny_bert(num_labels: int = 2, seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        num_labels=num_labels, max_position_embeddings=64,
+    )
+    return BertForSequenceClassification(config)
+
+
+def copy_of(model):
+    clone = type(model)(model.config)
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+def toy_dataset(n: int = 96, length: int = 10, seed: int = 0) -> datasets.Dataset:
+    """Label = whether token 1 is in the upper half of the vocabulary (learnable by a tiny model)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, 100, (n, length), generator=g)
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * length] * n, "labels": (ids[:, 1] >= 50).long().tolist()}
+    )
+
+
+def make_args(tmp_path, **overrides) -> VTransTrainingArguments:
+    options = dict(
+        output_dir=str(tmp_path / "out"), target_sparsity=0.5, per_device_train_batch_size=16, num_train_epochs=2,
+        logging_steps=2, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, finetune_epochs=1,
+        data_fraction=1.0, seed=0,
+    )
+    options.update(overrides)
+    return VTransTrainingArguments(**options)
+
+
+@pytest.mark.parametrize("variant", ["vtrans", "fast", "faster"])
+def test_train_prunes_to_budget_and_saves_loadable_model(tmp_path, variant):
+    teacher = tiny_bert()
+    student = copy_of(teacher)
+    frozen_before = student.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    args = make_args(tmp_path, variant=variant, data_fraction=0.5 if variant != "vtrans" else 1.0)
+    trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=toy_dataset(), eval_dataset=toy_dataset(32, seed=1))
+    if variant != "vtrans":
+        assert len(trainer.train_dataset) == 48  # data fraction applied
+    trainer.train()
+    pruned = trainer.materialize()
+    report = pruned.config.pruning_report
+    assert report["budget"]["realised"] <= report["budget"]["target"]
+    assert report["layer_sparsity"] >= 0.5
+    assert report["variant"] == variant and report["compression_seconds"] > 0
+    # the pruned model really is smaller, and loads back with the Auto class
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in teacher.parameters())
+    assert os.path.isfile(tmp_path / "out" / "model.safetensors")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    batch = toy_dataset(4, seed=2)[:]
+    inputs = {"input_ids": torch.tensor(batch["input_ids"]), "attention_mask": torch.tensor(batch["attention_mask"])}
+    pruned.eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, pruned(**inputs).logits)
+    weight_after = trainer.model.bert.encoder.layer[0].attention.self.query.weight.detach()
+    if variant == "faster":  # only gates train in the pruning phase
+        torch.testing.assert_close(weight_after, frozen_before)
+    else:
+        assert not torch.equal(weight_after, frozen_before)
+
+
+def test_every_loss_term_and_gate_state_is_logged(tmp_path):
+    teacher = tiny_bert()
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss_kl" in h]
+    assert logged, trainer.state.log_history
+    for key in ("loss_task", "loss_distill_logits", "loss_distill_hidden", "loss_kl", "loss_lagrangian",
+                "expected_size_ratio", "target_size_ratio", "realised_size_ratio", "lambda_1", "lambda_2"):
+        assert key in logged[-1], key
+    # target warms up from dense towards the budget
+    assert logged[0]["target_size_ratio"] > logged[-1]["target_size_ratio"] == pytest.approx(0.5)
+
+
+def test_optimizer_groups_and_lagrangian_ascent(tmp_path):
+    teacher = tiny_bert()
+    args = make_args(tmp_path, gate_learning_rate=0.07, lagrangian_learning_rate=0.03, max_steps=4, finetune_epochs=0,
+                     sparsity_warmup_ratio=0.0)
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset())
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    lrs = sorted({group["lr"] for group in trainer.optimizer.param_groups})
+    assert 0.07 in lrs and 0.03 in lrs
+    trainer.train()
+    gates = get_gates(trainer.model)
+    # dense model far above a 50% target: the multiplier must have grown (gradient *ascent*)
+    assert float(gates.lambda_1) > 0
+
+
+def test_resume_restores_gates_and_lambda(tmp_path):
+    teacher = tiny_bert()
+    args = make_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, finetune_epochs=0)
+    first = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset())
+    first.train()
+    checkpoint = tmp_path / "out" / "checkpoint-6"
+    saved = load_file(checkpoint / "model.safetensors")
+    gate_keys = [k for k in saved if k.startswith("vtrans_gates.")]
+    assert "vtrans_gates.lambda_1" in gate_keys and any("log_sigma2" in k for k in gate_keys)
+
+    second = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset())
+    second.train(resume_from_checkpoint=str(checkpoint))  # already at max_steps: restores, trains no step
+    state = {f"vtrans_gates.{k}": v for k, v in get_gates(second.model).state_dict().items()}
+    for key in gate_keys:
+        torch.testing.assert_close(state[key], saved[key])
+    assert second.state.global_step == 6
+
+
+def test_pruned_model_fine_tunes_with_plain_trainer(tmp_path):
+    teacher = tiny_bert()
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())
+    trainer.train()
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    before = {n: p.detach().clone() for n, p in loaded.named_parameters()}
+    ft = Trainer(
+        model=loaded,
+        args=TrainingArguments(str(tmp_path / "ft"), max_steps=3, per_device_train_batch_size=8, report_to=[], use_cpu=True, save_strategy="no"),
+        train_dataset=toy_dataset(),
+    )
+    result = ft.train()
+    assert result.training_loss > 0
+    assert any(not torch.equal(before[n], p) for n, p in loaded.named_parameters())
+    loaded.save_pretrained(tmp_path / "ft_saved")
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft_saved").config.model_type == "vtrans_encoder"
+
+
+def test_distilbert_with_flops_budget_and_rounding(tmp_path):
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, num_labels=2, max_position_embeddings=64)
+    teacher = DistilBertForSequenceClassification(config)
+    from hf_compress.vtrans import count_flops, dense_shape
+
+    dense_flops = count_flops(dense_shape(teacher), 16)
+    args = make_args(tmp_path, target_sparsity=None, target_flops=0.6 * dense_flops, flops_seq_len=16, round_to=8, finetune_epochs=0)
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset())
+    trainer.train()
+    pruned = trainer.materialize()
+    assert pruned.config.pruning_report["flops_pruned"] <= 0.6 * dense_flops
+    assert pruned.config.hidden_size % 8 == 0
+    assert all(width % 8 == 0 for width in pruned.config.intermediate_size_per_layer)
+
+
+def test_clear_errors(tmp_path):
+    teacher = tiny_bert(num_labels=3)
+    with pytest.raises(ValueError, match="different labels"):
+        VTransTrainer(model=tiny_bert(num_labels=2), teacher_model=teacher, args=make_args(tmp_path), train_dataset=toy_dataset())
+    with pytest.raises(ValueError, match="exactly one budget"):
+        make_args(tmp_path, target_sparsity=None)
+    with pytest.raises(ValueError, match="variant"):
+        make_args(tmp_path, variant="fastest")
+    with pytest.raises(ValueError, match="not below the dense"):
+        VTransTrainer(model=tiny_bert(), args=make_args(tmp_path, target_sparsity=None, target_params=10**9), train_dataset=toy_dataset())
+    with pytest.raises(TypeError, match="VTransTrainingArguments"):
+        VTransTrainer(model=tiny_bert(), args=TrainingArguments(str(tmp_path)), train_dataset=toy_dataset())
+
+
+def test_summary_files_are_json_serialisable(tmp_path):
+    teacher = tiny_bert()
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())
+    trainer.train()
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_type"] == "vtrans_encoder"
+    assert config["pruning_report"]["budget"]["metric"] == "layer_params"
+    assert len(config["num_attention_heads_per_layer"]) == 3

@@ -1,0 +1,127 @@
+"""Options of VTrans pruning, as a ``TrainingArguments`` subclass (flags, JSON or YAML via HfArgumentParser)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+VARIANTS = ("vtrans", "fast", "faster")
+GATE_GROUPS = ("hidden", "heads", "ffn", "mha", "ffn_layer")
+_DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.03}
+
+
+@dataclass
+class VTransTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the budget, the variant and the VIB / distillation knobs.
+
+    ``num_train_epochs`` / ``max_steps`` size the pruning phase; ``finetune_epochs`` the fine-tuning of the
+    materialized model that follows inside ``train()``.
+    """
+
+    # -- budget (state exactly one) -------------------------------------------------------------------
+    target_sparsity: float | None = field(
+        default=None,
+        metadata={"help": "Fraction of the transformer layers' parameters to remove (CoFi convention), e.g. 0.5."},
+    )
+    target_params: int | None = field(default=None, metadata={"help": "Total parameter count of the pruned model."})
+    target_flops: float | None = field(
+        default=None, metadata={"help": "Forward FLOPs per sequence of flops_seq_len tokens of the pruned model."}
+    )
+    flops_seq_len: int = field(default=128, metadata={"help": "Sequence length at which FLOPs are counted."})
+    round_to: int | None = field(
+        default=None, metadata={"help": "Round kept hidden size and FFN widths to a multiple of this (e.g. 8 or 64)."}
+    )
+
+    fill_to_budget: bool = field(
+        default=True,
+        metadata={"help": "Re-admit the best-scoring pruned units while they fit, so the budget is used, not undershot."},
+    )
+
+    # -- variant --------------------------------------------------------------------------------------
+    variant: str = field(
+        default="vtrans",
+        metadata={
+            "help": "vtrans: train weights and gates on all data, then fine-tune; fast: the same on data_fraction "
+            "of the data; faster: freeze every weight and train only the gates, then a short fine-tune.",
+            "choices": list(VARIANTS),
+        },
+    )
+    data_fraction: float | None = field(
+        default=None, metadata={"help": "Fraction of train_dataset used (default: 1.0 vtrans, 0.03 fast/faster)."}
+    )
+    finetune_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Epochs of fine-tuning the materialized model (default: num_train_epochs; 1 for faster)."},
+    )
+    finetune_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the fine-tuning phase (default: learning_rate)."}
+    )
+
+    # -- gates ----------------------------------------------------------------------------------------
+    gate_groups: list[str] = field(
+        default_factory=lambda: list(GATE_GROUPS),
+        metadata={"help": f"Structures to prune, any of {', '.join(GATE_GROUPS)}."},
+    )
+    gate_learning_rate: float = field(default=0.05, metadata={"help": "Learning rate of the VIB gate parameters."})
+    lagrangian_learning_rate: float = field(
+        default=0.05, metadata={"help": "Learning rate of the Lagrange multipliers (gradient ascent)."}
+    )
+    gate_init_mu: float = field(default=1.0, metadata={"help": "Initial gate mean."})
+    gate_init_log_sigma2: float = field(default=-9.0, metadata={"help": "Initial gate log-variance."})
+    expected_keep_temperature: float = field(
+        default=10.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
+    )
+    kl_weight: float = field(default=1e-6, metadata={"help": "Overall weight of the VIB KL term."})
+    kl_weight_hidden: float = field(default=30.0, metadata={"help": "Relative KL weight of hidden dimensions."})
+    kl_weight_heads: float = field(default=256.0, metadata={"help": "Relative KL weight of attention heads."})
+    kl_weight_ffn: float = field(default=1.0, metadata={"help": "Relative KL weight of FFN neurons."})
+    kl_weight_sublayers: float = field(default=256.0, metadata={"help": "Relative KL weight of whole sub-layers."})
+    sparsity_warmup_ratio: float = field(
+        default=0.3, metadata={"help": "Fraction of the pruning steps over which the target goes from dense to the budget."}
+    )
+
+    # -- distillation from the dense fine-tuned teacher ---------------------------------------------------
+    task_loss_weight: float = field(default=0.5, metadata={"help": "Weight of the task loss (labels)."})
+    distill_logits_weight: float = field(default=0.5, metadata={"help": "Weight of the logits KL to the teacher."})
+    distill_hidden_weight: float = field(
+        default=0.1, metadata={"help": "Weight of the layer-mapped hidden-state MSE to the teacher."}
+    )
+    distill_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logits distillation."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+        unknown = set(self.gate_groups) - set(GATE_GROUPS)
+        if unknown:
+            raise ValueError(f"Unknown gate_groups {sorted(unknown)}; choose from {GATE_GROUPS}.")
+        budgets = [x for x in (self.target_sparsity, self.target_params, self.target_flops) if x is not None]
+        if len(budgets) != 1:
+            raise ValueError(
+                "State exactly one budget: target_sparsity (e.g. 0.5), target_params or target_flops "
+                f"(got {len(budgets)})."
+            )
+        if self.data_fraction is not None and not 0.0 < self.data_fraction <= 1.0:
+            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}.")
+        if self.round_to is not None and self.round_to < 1:
+            raise ValueError(f"round_to must be a positive integer, got {self.round_to}.")
+
+    @property
+    def effective_data_fraction(self) -> float:
+        return self.data_fraction if self.data_fraction is not None else _DEFAULT_DATA_FRACTION[self.variant]
+
+    @property
+    def effective_finetune_epochs(self) -> float:
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        return 1.0 if self.variant == "faster" else self.num_train_epochs
+
+    def kl_group_weights(self) -> dict[str, float]:
+        return {
+            "hidden": self.kl_weight * self.kl_weight_hidden,
+            "heads": self.kl_weight * self.kl_weight_heads,
+            "ffn": self.kl_weight * self.kl_weight_ffn,
+            "mha": self.kl_weight * self.kl_weight_sublayers,
+            "ffn_layer": self.kl_weight * self.kl_weight_sublayers,
+        }

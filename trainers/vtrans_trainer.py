@@ -1,0 +1,376 @@
+"""``VTransTrainer``: VIB-gated pruning to a budget, materialization, then fine-tuning of the pruned model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Subset
+from transformers import PreTrainedModel, Trainer
+
+from hf_compress.vtrans.budget import LagrangianTerm, expected_size, measure, resolve_budget
+from hf_compress.vtrans.masking import attach_gates, dense_shape, get_gates
+from hf_compress.vtrans.materialize import materialize as materialize_model
+from hf_compress.vtrans.materialize import select_units
+
+from .vtrans_config import VTransTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+def subsample(dataset, fraction: float, seed: int):
+    """A seeded random ``fraction`` of a dataset (``datasets.Dataset`` or any torch map-style dataset)."""
+    if dataset is None or fraction >= 1.0:
+        return dataset
+    n = max(1, int(round(len(dataset) * fraction)))
+    order = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    if hasattr(dataset, "select"):
+        return dataset.select(sorted(order.tolist()))
+    return Subset(dataset, sorted(order.tolist()))
+
+
+def check_teacher(student: PreTrainedModel, teacher: PreTrainedModel | None, hidden_weight: float) -> None:
+    """A teacher must predict the same labels as the student (and share its width for hidden distillation)."""
+    if teacher is None:
+        return
+    s, t = student.config, teacher.config
+    if getattr(s, "num_labels", None) != getattr(t, "num_labels", None) or (
+        s.id2label and t.id2label and {int(k): v for k, v in s.id2label.items()} != {int(k): v for k, v in t.id2label.items()}
+    ):
+        raise ValueError(
+            f"The teacher predicts different labels than the student (teacher num_labels={t.num_labels}, "
+            f"id2label={t.id2label}; student num_labels={s.num_labels}, id2label={s.id2label}). Use the dense "
+            f"model fine-tuned on this task as teacher, or load the student from it."
+        )
+    t_hidden = getattr(t, "hidden_size", getattr(t, "dim", None))
+    s_hidden = getattr(s, "hidden_size", getattr(s, "dim", None))
+    if hidden_weight > 0 and t_hidden != s_hidden:
+        raise ValueError(
+            f"Hidden-state distillation needs teacher and student of the same width (teacher {t_hidden}, student "
+            f"{s_hidden}); set distill_hidden_weight=0 or use the student's own dense fine-tuned model as teacher."
+        )
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+class DistillationMixin:
+    """Logits KL and layer-mapped hidden-state MSE against a frozen dense teacher."""
+
+    teacher_model: PreTrainedModel | None
+    args: VTransTrainingArguments
+
+    def _prepare_teacher(self, teacher: PreTrainedModel | None) -> None:
+        self.teacher_model = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+            teacher.to(self.args.device)
+
+    def _teacher_outputs(self, inputs: dict) -> object:
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        with torch.no_grad():
+            return self.teacher_model(**teacher_inputs, output_hidden_states=True)
+
+    def distillation_terms(
+        self,
+        student_out,
+        teacher_out,
+        attention_mask: torch.Tensor | None,
+        hidden_index: torch.Tensor | None,
+        alive_layers: list[int],
+    ) -> dict[str, torch.Tensor]:
+        terms = {}
+        args, T = self.args, self.args.distill_temperature
+        if args.distill_logits_weight > 0:
+            s, t = student_out.logits, teacher_out.logits
+            if s.shape[-1] == 1:
+                kd = F.mse_loss(s, t)
+            else:
+                kd = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+            terms["distill_logits"] = args.distill_logits_weight * kd
+        if args.distill_hidden_weight > 0 and student_out.hidden_states is not None and alive_layers:
+            teacher_hidden = teacher_out.hidden_states[1:]
+            student_hidden = student_out.hidden_states
+            tokens = (
+                attention_mask.unsqueeze(-1).to(student_hidden[0].dtype)
+                if attention_mask is not None
+                else torch.ones_like(student_hidden[0][..., :1])
+            )
+            denom = tokens.sum().clamp_min(1.0)
+            losses = []
+            for t_h in teacher_hidden:
+                if hidden_index is not None:
+                    t_h = t_h.index_select(-1, hidden_index)
+                pair = []
+                for i in alive_layers:
+                    s_h = student_hidden[i + 1]
+                    if s_h.shape[-1] != t_h.shape[-1]:
+                        s_h = s_h.index_select(-1, hidden_index)
+                    pair.append(((s_h - t_h).pow(2) * tokens).sum() / (denom * t_h.shape[-1]))
+                stacked = torch.stack(pair)
+                losses.append(stacked[int(stacked.detach().argmin())])  # closest student layer (CoFi mapping)
+            terms["distill_hidden"] = args.distill_hidden_weight * torch.stack(losses).mean()
+        return terms
+
+
+class VTransTrainer(DistillationMixin, Trainer):
+    """Prune a transformer to a budget with VIB gates, materialize it, then fine-tune the pruned model.
+
+    ``train()`` runs the pruning phase (task loss + distillation + KL + Lagrangian; the gates and the
+    multipliers are parameters of the model, so checkpoints and ``resume_from_checkpoint`` restore them),
+    materializes the model at the budget and fine-tunes it (``finetune_epochs``) with the same
+    distillation; the pruned model and tokenizer are saved in ``output_dir``. ``materialize()`` returns it.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | None = None,
+        args: VTransTrainingArguments | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(args, VTransTrainingArguments):
+            raise TypeError("VTransTrainer needs args=VTransTrainingArguments(...) (it holds the budget and variant).")
+        if model is None:
+            raise ValueError("VTransTrainer needs the model to prune (model=...).")
+        self.dense_shape = dense_shape(model)  # raises UnsupportedModelError with the supported list
+        self.budget = resolve_budget(
+            self.dense_shape,
+            target_sparsity=args.target_sparsity,
+            target_params=args.target_params,
+            target_flops=args.target_flops,
+            seq_len=args.flops_seq_len,
+            min_hidden=args.round_to or 1,
+        )
+        check_teacher(model, teacher_model, args.distill_hidden_weight)
+        train_dataset = subsample(train_dataset, args.effective_data_fraction, args.seed)
+        gates = get_gates(model) or attach_gates(
+            model,
+            groups=tuple(args.gate_groups),
+            init_mu=args.gate_init_mu,
+            init_log_sigma2=args.gate_init_log_sigma2,
+            temperature=args.expected_keep_temperature,
+        )
+        if args.variant == "faster":  # Faster-VTrans: only the gates (and the multipliers) learn
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.startswith("vtrans_gates."))
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        self._prepare_teacher(teacher_model)
+        self.lagrangian = LagrangianTerm(self.budget)
+        self._gates = gates
+        self._extra_logs: dict[str, list[float]] = defaultdict(list)
+        self.pruned_model: PreTrainedModel | None = None
+        self.compression_seconds: float | None = None
+        logger.info("VTrans (%s) budget: %s", args.variant, self.budget.description)
+
+    # -- optimizer: weights, gates and multipliers in their own groups ----------------------------------
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = {"decay": [], "no_decay": [], "gates": [], "lagrangian": []}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            if name.startswith("vtrans_gates.lambda_"):
+                groups["lagrangian"].append(param)
+            elif name.startswith("vtrans_gates."):
+                groups["gates"].append(param)
+            else:
+                groups["decay" if name in decay else "no_decay"].append(param)
+        param_groups = [
+            {"params": groups["decay"], "weight_decay": self.args.weight_decay},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+            {"params": groups["gates"], "weight_decay": 0.0, "lr": self.args.gate_learning_rate},
+            {"params": groups["lagrangian"], "weight_decay": 0.0, "lr": self.args.lagrangian_learning_rate},
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls([g for g in param_groups if g["params"]], **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The weights follow ``lr_scheduler_type``; gates and multipliers keep a constant learning rate so
+        they can still move (and hold the budget) late in the pruning phase."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            opt = optimizer or self.optimizer
+            gate_params = {id(p) for n, p in self.model.named_parameters() if n.startswith("vtrans_gates.")}
+            for i, group in enumerate(opt.param_groups):
+                if group["params"] and id(group["params"][0]) in gate_params:
+                    scheduler.lr_lambdas[i] = _constant
+                    group["lr"] = scheduler.base_lrs[i]
+        return scheduler
+
+    # -- objective -----------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        need_hidden = self.teacher_model is not None and self.args.distill_hidden_weight > 0
+        outputs = model(**inputs, output_hidden_states=need_hidden)
+        terms: dict[str, torch.Tensor] = {}
+        if outputs.loss is not None:
+            terms["task"] = self.args.task_loss_weight * outputs.loss if self.teacher_model is not None else outputs.loss
+        if self.teacher_model is not None:
+            keep_hidden = self._gates.deterministic().get("hidden")
+            hidden_index = None if keep_hidden is None else torch.nonzero(keep_hidden != 0).squeeze(-1)
+            terms.update(
+                self.distillation_terms(
+                    outputs, self._teacher_outputs(inputs), inputs.get("attention_mask"), hidden_index, self._alive_layers()
+                )
+            )
+        if model.training:
+            terms.update(self._pruning_terms())
+        loss = sum(terms.values())
+        if model.training:
+            for name, value in terms.items():
+                self._extra_logs[f"loss_{name}"].append(float(value.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def _alive_layers(self) -> list[int]:
+        """Layers that still compute something (both sub-layers removed -> no longer a distillation target)."""
+        z = self._gates.deterministic()
+        n = self.dense_shape.num_layers
+        mha = z.get("mha", torch.ones(n)) != 0
+        ffn = z.get("ffn_layer", torch.ones(n)) != 0
+        alive = [i for i in range(n) if bool(mha[i]) or bool(ffn[i])]
+        return alive or list(range(n))
+
+    def _pruning_terms(self) -> dict[str, torch.Tensor]:
+        gates = self._gates
+        kl = sum(gates.kl(self.args.kl_group_weights()).values())
+        warmup = int(self.args.sparsity_warmup_ratio * max(1, self.state.max_steps))
+        self.lagrangian.warmup_steps = warmup
+        expected = expected_size(self.dense_shape, gates, self.budget.metric, self.budget.seq_len)
+        lagrangian, relative = self.lagrangian(expected, gates.lambda_1, gates.lambda_2, self.state.global_step)
+        self._extra_logs["expected_size_ratio"].append(float(relative.detach()))
+        self._extra_logs["target_size_ratio"].append(self.lagrangian.target_at(self.state.global_step))
+        return {"kl": kl, "lagrangian": lagrangian}
+
+    def realised_size_ratio(self) -> float:
+        """Size (in the budget's metric) of what the gates' thresholded decisions keep, relative to dense."""
+        with torch.no_grad():
+            keep = {g: (z != 0).cpu().numpy() for g, z in self._gates.deterministic().items()}
+        shape = select_units(self.dense_shape, keep, {}, budget=None).shape(self.dense_shape)
+        return measure(shape, self.budget.metric, self.budget.seq_len) / self.budget.dense
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._extra_logs:
+            for name, values in self._extra_logs.items():
+                logs[name] = float(np.mean(values))
+            self._extra_logs.clear()
+            logs["realised_size_ratio"] = self.realised_size_ratio()
+            logs["lambda_1"] = float(self._gates.lambda_1.detach())
+            logs["lambda_2"] = float(self._gates.lambda_2.detach())
+        super().log(logs, start_time)
+
+    # -- phases --------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        started = time.perf_counter()
+        output = super().train(
+            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+        pruned = self.materialize()
+        epochs = self.args.effective_finetune_epochs
+        if epochs > 0:
+            pruned = self._finetune(pruned, epochs)
+        self.compression_seconds = time.perf_counter() - started
+        pruned.config.pruning_report.update(
+            variant=self.args.variant,
+            data_fraction=self.args.effective_data_fraction,
+            compression_seconds=self.compression_seconds,
+        )
+        self.pruned_model = pruned
+        self.save_pruned(self.args.output_dir)
+        return output
+
+    def materialize(self) -> PreTrainedModel:
+        """The pruned model: the fine-tuned one after ``train()``, else the current gates materialized."""
+        if self.pruned_model is not None:
+            return self.pruned_model
+        model = self.accelerator.unwrap_model(self.model)
+        pruned = materialize_model(
+            model, budget=self.budget, round_to=self.args.round_to, fill_to_budget=self.args.fill_to_budget
+        )
+        report = pruned.config.pruning_report
+        logger.info(
+            "Pruned to %s: layer sparsity %.1f%%, %s -> %s parameters",
+            self.budget.description, 100 * report["layer_sparsity"],
+            f"{report['params_dense']['total']:,}", f"{report['params_pruned']['total']:,}",
+        )
+        return pruned
+
+    def _finetune(self, pruned: PreTrainedModel, epochs: float) -> PreTrainedModel:
+        args = dataclasses.replace(
+            self.args,
+            output_dir=os.path.join(self.args.output_dir, "finetune"),
+            num_train_epochs=epochs,
+            max_steps=-1,
+            learning_rate=self.args.finetune_learning_rate or self.args.learning_rate,
+            save_strategy="no",
+            load_best_model_at_end=False,
+        )
+        hidden_index = torch.as_tensor(pruned.config.pruning_report["hidden_index"], device=self.args.device)
+        trainer = PrunedModelTrainer(
+            model=pruned,
+            teacher_model=self.teacher_model,
+            hidden_index=hidden_index,
+            args=args,
+            train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
+            data_collator=self.data_collator,
+            processing_class=self.processing_class,
+            compute_metrics=self.compute_metrics,
+        )
+        trainer.train()
+        self.finetune_trainer = trainer
+        return trainer.accelerator.unwrap_model(trainer.model)
+
+    def save_pruned(self, output_dir: str) -> None:
+        """Save the pruned model (safetensors) and the tokenizer, on the main process only."""
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.pruned_model.save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        logger.info("Saved the pruned model to %s", output_dir)
+
+
+class PrunedModelTrainer(DistillationMixin, Trainer):
+    """Fine-tunes a materialized model with the task loss and the same distillation from the teacher."""
+
+    def __init__(self, model=None, teacher_model=None, hidden_index: torch.Tensor | None = None, args=None, **kwargs):
+        super().__init__(model=model, args=args, **kwargs)
+        self._prepare_teacher(teacher_model)
+        self.hidden_index = hidden_index
+        config = model.config
+        self.alive = [
+            i
+            for i in range(config.num_hidden_layers)
+            if config.num_attention_heads_per_layer[i] > 0 or config.intermediate_size_per_layer[i] > 0
+        ] or list(range(config.num_hidden_layers))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.teacher_model is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        need_hidden = self.args.distill_hidden_weight > 0
+        outputs = model(**inputs, output_hidden_states=need_hidden)
+        terms = {"task": self.args.task_loss_weight * outputs.loss} if outputs.loss is not None else {}
+        terms.update(
+            self.distillation_terms(
+                outputs, self._teacher_outputs(inputs), inputs.get("attention_mask"), self.hidden_index, self.alive
+            )
+        )
+        loss = sum(terms.values())
+        return (loss, outputs) if return_outputs else loss
+
+
+__all__ = ["VTransTrainer", "PrunedModelTrainer", "subsample", "check_teacher"]
