@@ -90,6 +90,10 @@ class VTransTrainingArguments(TrainingArguments):
     distill_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logits distillation."})
 
     def __post_init__(self) -> None:
+        if self.ddp_find_unused_parameters is None:
+            # every trainable parameter gets a gradient each step; the Lagrange multipliers only outside
+            # forward(), which DDP's unused-parameter search would wrongly mark as ready early
+            self.ddp_find_unused_parameters = False
         super().__post_init__()
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")

@@ -1,0 +1,33 @@
+"""VTrans under `accelerate launch --multi_gpu --num_processes 2` on CPU (DDP with gloo)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_vtrans_script.py")
+
+
+@pytest.mark.ddp
+def test_vtrans_under_accelerate_launch_two_processes(tmp_path):
+    launcher = shutil.which("accelerate")
+    command = [launcher] if launcher else [sys.executable, "-m", "accelerate.commands.launch"]
+    if launcher:
+        command.append("launch")
+    # accelerate's --cpu launcher starts a single process; --multi_gpu on a machine without GPUs starts
+    # torch.distributed workers that train on CPU with gloo (use_cpu=True in the script)
+    command += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                SCRIPT, str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # DDP keeps gates and multipliers identical on both processes, so both materialize the same model
+    assert ranks[0]["mu_sum"] == pytest.approx(ranks[1]["mu_sum"], rel=1e-6)
+    assert ranks[0]["lambda_1"] == pytest.approx(ranks[1]["lambda_1"], rel=1e-6)
+    assert ranks[0]["heads"] == ranks[1]["heads"]
+    assert (tmp_path / "model.safetensors").is_file()  # saved once, by the main process
