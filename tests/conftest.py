@@ -18,8 +18,22 @@ import torch  # noqa: E402
 import helpers  # noqa: E402
 
 # Tiny models are dominated by per-op overhead: on a small shared CPU, intra-op threads only add contention
-# (a 2x12x32 linear takes ~15 ms with 2 busy threads and ~10 us with one). Override with HF_COMPRESS_TEST_THREADS.
-torch.set_num_threads(int(os.environ.get("HF_COMPRESS_TEST_THREADS", "1")))
+# (a 2x12x32 linear took ~15 ms with 2 busy threads and ~10 us with one). Tests marked ``slow`` (real models)
+# keep torch's default; HF_COMPRESS_TEST_THREADS overrides the count for the others.
+TINY_MODEL_THREADS = int(os.environ.get("HF_COMPRESS_TEST_THREADS", "1"))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_model_threads(request):
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(TINY_MODEL_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture

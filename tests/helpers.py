@@ -114,6 +114,23 @@ def tiny_model(
     return model.train() if train else model.eval()
 
 
+@torch.no_grad()
+def randomize_biases_and_norms_(model: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Give every bias a random value and every LayerNorm a random gain around 1 (in place).
+
+    ``transformers`` initialises biases to 0 and LayerNorms to (1, 0), which hides mistakes in how biases and
+    norms are sliced or scaled; tests of weight surgery should call this first.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.weight.copy_(1.0 + std * torch.randn(module.weight.shape, generator=gen))
+            module.bias.copy_(std * torch.randn(module.bias.shape, generator=gen))
+        elif isinstance(module, torch.nn.Linear) and module.bias is not None:
+            module.bias.copy_(std * torch.randn(module.bias.shape, generator=gen))
+    return model
+
+
 def pad_token_id(family: str) -> int:
     return 1 if family == "roberta" else 0
 

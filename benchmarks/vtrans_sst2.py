@@ -1,0 +1,194 @@
+"""VTrans / Fast-VTrans / Faster-VTrans vs structured Taylor pruning on MiniLM + SST-2.
+
+Everything is measured side by side in one run on one machine: a dense teacher is fine-tuned, then for
+each sparsity every method prunes a copy of it; accuracy on SST-2 test.tsv (= GLUE validation), realised
+sparsity, compression wall time and inference latency (pruned / dense, same batch) are printed and
+written to benchmarks/results/vtrans_sst2_<tag>.json.
+
+    python benchmarks/vtrans_sst2.py --train_size 8000 --tag cpu          # CPU-sized run
+    python benchmarks/vtrans_sst2.py --train_size 0 --tag gpu             # all 60,614 examples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+import hf_compress  # noqa: F401
+from hf_compress.data import load_sst2, minilm_path, tokenize
+from hf_compress.evaluation import accuracy, count_parameters, latency, latency_batch
+from hf_compress.vtrans import dense_shape, resolve_budget
+from hf_compress.vtrans.baselines import taylor_importance, taylor_prune
+from trainers import PrunedModelTrainer, VTransTrainer, VTransTrainingArguments
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="dense model folder (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--teacher", default=None, help="already fine-tuned teacher folder (skips the teacher fine-tune)")
+    p.add_argument("--train_size", type=int, default=8000, help="training examples used as 'all data' (0: all)")
+    p.add_argument("--teacher_epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=1.0, help="pruning epochs (VTrans on all data)")
+    p.add_argument("--finetune_epochs", type=float, default=1.0, help="fine-tune epochs after pruning (VTrans, baseline)")
+    p.add_argument("--fraction", type=float, default=0.03, help="data fraction of Fast/Faster-VTrans")
+    p.add_argument("--fast_epochs", type=float, default=3.0, help="pruning epochs of Fast/Faster on their fraction")
+    p.add_argument("--fast_finetune_epochs", type=float, default=3.0, help="fine-tune epochs of Fast/Faster on their fraction")
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.9])
+    p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"])
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_length", type=int, default=64)
+    p.add_argument("--latency_batch_size", type=int, default=32)
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    return p.parse_args()
+
+
+def train_args(out: str, cli, **kw) -> dict:
+    base = dict(
+        output_dir=out, per_device_train_batch_size=cli.batch_size, per_device_eval_batch_size=128, learning_rate=5e-5,
+        save_strategy="no", report_to=[], seed=cli.seed, logging_steps=50, disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+    )
+    base.update(kw)
+    return base
+
+
+def main() -> None:
+    cli = parse()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.manual_seed(cli.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    work = os.path.join("outputs", f"bench-{cli.tag}")
+    source = cli.model or minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(cli.teacher or source)
+    collator = DataCollatorWithPadding(tokenizer)
+    train = load_sst2("train").shuffle(seed=cli.seed)
+    if cli.train_size:
+        train = train.select(range(min(cli.train_size, len(train))))
+    train = tokenize(train, tokenizer, max_length=cli.max_length)
+    test = tokenize(load_sst2("test"), tokenizer, max_length=cli.max_length)
+    lat_batch = latency_batch(test, collator, cli.latency_batch_size, seed=cli.seed)
+
+    start = time.perf_counter()
+    if cli.teacher:
+        teacher = AutoModelForSequenceClassification.from_pretrained(cli.teacher)
+    else:
+        teacher = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, torch_dtype=torch.float32)
+        Trainer(
+            model=teacher,
+            args=TrainingArguments(**train_args(os.path.join(work, "teacher"), cli, learning_rate=1e-4,
+                                                num_train_epochs=cli.teacher_epochs, warmup_steps=50)),
+            train_dataset=train, data_collator=collator,
+        ).train()
+    teacher_seconds = time.perf_counter() - start
+    teacher.to(device).eval()
+    teacher_dir = os.path.join(work, "teacher")
+    teacher.save_pretrained(teacher_dir)
+    dense = {
+        "accuracy": accuracy(teacher, test, collator),
+        "params": count_parameters(teacher),
+        "latency_s": latency(teacher, lat_batch),
+        "teacher_finetune_seconds": teacher_seconds,
+    }
+    print(f"dense: accuracy {dense['accuracy']:.4f}, params {dense['params']:,}, latency {dense['latency_s'] * 1e3:.2f} ms")
+
+    rows = []
+    for sparsity in cli.sparsities:
+        for method in cli.methods:
+            torch.manual_seed(cli.seed)
+            student = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
+            began = time.perf_counter()
+            if method == "taylor":
+                loader = torch.utils.data.DataLoader(
+                    train.rename_column("label", "labels"), batch_size=cli.batch_size, collate_fn=collator, shuffle=True,
+                    generator=torch.Generator().manual_seed(cli.seed),
+                )
+                importance = taylor_importance(student, loader, max_batches=32)
+                budget = resolve_budget(dense_shape(student), target_sparsity=sparsity)
+                pruned = taylor_prune(student, importance, budget)
+                args = VTransTrainingArguments(**train_args(os.path.join(work, f"taylor-{sparsity}"), cli,
+                                                            target_sparsity=sparsity, num_train_epochs=cli.finetune_epochs))
+                PrunedModelTrainer(
+                    model=pruned, teacher_model=teacher, args=args, train_dataset=train, data_collator=collator,
+                    hidden_index=torch.as_tensor(pruned.config.pruning_report["hidden_index"], device=device),
+                ).train()
+            else:
+                small = method in ("fast", "faster")
+                args = VTransTrainingArguments(**train_args(
+                    os.path.join(work, f"{method}-{sparsity}"), cli, target_sparsity=sparsity, variant=method,
+                    data_fraction=cli.fraction if small else 1.0,
+                    num_train_epochs=cli.fast_epochs if small else cli.epochs,
+                    finetune_epochs=cli.fast_finetune_epochs if small else cli.finetune_epochs,
+                ))
+                trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
+                                        data_collator=collator, processing_class=tokenizer)
+                trainer.train()
+                pruned = trainer.materialize()
+            seconds = time.perf_counter() - began
+            pruned.to(device).eval()
+            report = pruned.config.pruning_report
+            row = {
+                "method": method,
+                "target_sparsity": sparsity,
+                "accuracy": accuracy(pruned, test, collator),
+                "layer_sparsity": report["layer_sparsity"],
+                "total_sparsity": report["total_sparsity"],
+                "params": count_parameters(pruned),
+                "hidden_size": report["hidden_size"],
+                "num_heads": report["num_heads"],
+                "intermediate_sizes": report["intermediate_sizes"],
+                "compression_seconds": seconds,
+                "latency_s": latency(pruned, lat_batch),
+            }
+            row["accuracy_vs_dense"] = row["accuracy"] / dense["accuracy"]
+            row["latency_ratio"] = row["latency_s"] / dense["latency_s"]
+            rows.append(row)
+            print(
+                f"{method:7s} @{sparsity:.0%}: acc {row['accuracy']:.4f} ({row['accuracy_vs_dense']:.1%} of dense), "
+                f"layer sparsity {row['layer_sparsity']:.3f}, {row['compression_seconds']:.0f} s, "
+                f"latency ratio {row['latency_ratio']:.2f}",
+                flush=True,
+            )
+
+    result = {
+        "benchmark": "vtrans_sst2",
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "config": vars(cli),
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "dense": dense,
+        "rows": rows,
+    }
+    by = {(r["method"], r["target_sparsity"]): r for r in rows}
+    comparisons = []
+    for sparsity in cli.sparsities:
+        v, t, f = by.get(("vtrans", sparsity)), by.get(("taylor", sparsity)), by.get(("faster", sparsity))
+        entry = {"target_sparsity": sparsity}
+        if v and t:
+            entry["vtrans_minus_taylor_accuracy"] = v["accuracy"] - t["accuracy"]
+        if v and f:
+            entry["faster_speedup_vs_vtrans"] = v["compression_seconds"] / f["compression_seconds"]
+            entry["faster_minus_vtrans_accuracy"] = f["accuracy"] - v["accuracy"]
+        comparisons.append(entry)
+        print(json.dumps(entry))
+    result["comparisons"] = comparisons
+    os.makedirs(RESULTS, exist_ok=True)
+    out = cli.out or os.path.join(RESULTS, f"vtrans_sst2_{cli.tag}.json")
+    with open(out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
