@@ -83,7 +83,7 @@ def main() -> None:
     if cli.teacher:
         teacher = AutoModelForSequenceClassification.from_pretrained(cli.teacher)
     else:
-        teacher = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, torch_dtype=torch.float32)
+        teacher = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, dtype=torch.float32)
         Trainer(
             model=teacher,
             args=TrainingArguments(**train_args(os.path.join(work, "teacher"), cli, learning_rate=1e-4,

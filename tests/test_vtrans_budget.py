@@ -24,29 +24,16 @@ from hf_compress.vtrans.budget import measure, smallest_shape
 
 SEQ_LEN = 16
 
-POOLER_BUG = (
-    "dense_shape()/count_params() ignore the pooler (hidden*hidden + hidden params, 2*hidden^2 FLOPs) that "
-    "BertModel/RobertaModel carry by default (add_pooling_layer=True); materialize() silently drops it too"
-)
-
-
-def _base_with_pooler(family: str, task: str) -> bool:
-    return task == "base" and family in ("bert", "roberta")
-
-
-def _cases(xfail_pooler: bool):
+def _cases():
     for family in FAMILIES:
         for task in TASKS:
-            marks = ()
-            if xfail_pooler and _base_with_pooler(family, task):
-                marks = (pytest.mark.xfail(reason=POOLER_BUG, strict=True),)
-            yield pytest.param(family, task, marks=marks, id=f"{family}-{task}")
+            yield pytest.param(family, task, id=f"{family}-{task}")
 
 
 # ------------------------------------------------------------------------------------------------
 # exact parameter counts
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family, task", list(_cases(xfail_pooler=True)))
+@pytest.mark.parametrize("family, task", list(_cases()))
 def test_count_params_of_dense_shape_equals_native_model(family, task):
     model = tiny_model(family, task)
     assert count_params(dense_shape(model))["total"] == num_parameters(model)
@@ -142,7 +129,7 @@ def test_count_flops_matches_flop_counter_on_materialized_model(family, task):
         assert "aten.bmm" not in per_op_default
 
 
-@pytest.mark.parametrize("family, task", list(_cases(xfail_pooler=True)))
+@pytest.mark.parametrize("family, task", list(_cases()))
 def test_count_flops_of_dense_shape_matches_native_model(family, task):
     model = tiny_model(family, task)
     input_ids = tiny_batch(family, batch_size=1, seq_len=SEQ_LEN)["input_ids"]

@@ -187,12 +187,6 @@ def test_pruned_config_validates_per_layer_sizes():
     assert config.num_attention_heads == 3
 
 
-@pytest.mark.xfail(
-    reason="materialize() drops the pooler of BertModel/RobertaModel (PrunedEncoderModel has none), so the "
-    "pruned base model returns no pooler_output; dense_shape()/count_params() do not count it either",
-    raises=AttributeError,
-    strict=True,
-)
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_materialized_base_model_keeps_pooler_output(family):
     model = _model(family, "base")
@@ -201,6 +195,7 @@ def test_materialized_base_model_keeps_pooler_output(family):
     inputs = _inputs(family, pad_last=0)
     with torch.no_grad():
         torch.testing.assert_close(pruned(**inputs).pooler_output, model(**inputs).pooler_output)
+    assert num_parameters(pruned) == count_params(dense_shape(model))["total"]
 
 
 @pytest.mark.parametrize("family, task", CASES)

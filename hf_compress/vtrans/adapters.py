@@ -77,6 +77,7 @@ class EncoderAdapter:
     mlp_norm: str
     read_dims: Callable[[PretrainedConfig], EncoderDims]
     heads: dict[str, TaskHead] = field(default_factory=dict)
+    pooler: str | None = None  # base model's pooler projection (its output keeps the original width)
     position_style: str = "absolute"  # "roberta": positions start after padding_idx
 
     # -- module lookup -----------------------------------------------------------------------------
@@ -95,6 +96,15 @@ class EncoderAdapter:
     def embedding_module(self, model: nn.Module, name: str) -> nn.Module | None:
         path = getattr(self, name)
         return None if path is None else self.base_model(model).get_submodule(path)
+
+    def pooler_module(self, model: nn.Module) -> nn.Module | None:
+        """The base model's pooler projection when this is a base model that has one."""
+        if self.pooler is None or self.is_task_model(model):
+            return None
+        try:
+            return model.get_submodule(self.pooler)
+        except AttributeError:  # e.g. add_pooling_layer=False
+            return None
 
     def task_head(self, model: nn.Module) -> tuple[str, TaskHead]:
         """The task this model solves and where its head lives."""
@@ -162,6 +172,7 @@ _BERT_LAYOUT = dict(
     down_proj="output.dense",
     mlp_norm="output.LayerNorm",
     read_dims=_bert_dims,
+    pooler="pooler.dense",
 )
 
 _ADAPTERS: dict[str, EncoderAdapter] = {}

@@ -28,6 +28,7 @@ class EncoderShape:
     head_dense: bool = False  # task head has a hidden->hidden projection
     num_labels: int = 0  # 0 = base model without an output head
     per_token_head: bool = False
+    pooler_size: int = 0  # base models with a pooler (hidden -> original hidden, on the first token)
 
     @property
     def num_layers(self) -> int:
@@ -54,14 +55,14 @@ def _embedding_params(shape: EncoderShape, h: Any) -> Any:
 
 def _head_params(shape: EncoderShape, h: Any) -> Any:
     if shape.num_labels == 0:
-        return 0
+        return h * shape.pooler_size + shape.pooler_size
     dense = (h * h + h) if shape.head_dense else 0
     return dense + h * shape.num_labels + shape.num_labels
 
 
 def _head_flops(shape: EncoderShape, h: Any, seq_len: int) -> Any:
     if shape.num_labels == 0:
-        return 0
+        return 2 * h * shape.pooler_size
     tokens = seq_len if shape.per_token_head else 1
     dense = 2 * h * h if shape.head_dense else 0
     return tokens * (dense + 2 * h * shape.num_labels)

@@ -35,6 +35,7 @@ class PrunedEncoderConfig(PretrainedConfig):
         classifier_dense: bool = True,
         classifier_activation: str | None = "tanh",
         initializer_range: float = 0.02,
+        pooler_size: int = 0,
         pad_token_id: int | None = 0,
         original_sizes: dict | None = None,
         **kwargs,
@@ -71,6 +72,7 @@ class PrunedEncoderConfig(PretrainedConfig):
         self.classifier_dense = classifier_dense
         self.classifier_activation = classifier_activation
         self.initializer_range = initializer_range
+        self.pooler_size = pooler_size
         self.original_sizes = dict(original_sizes or {})
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 

@@ -40,6 +40,7 @@ def dense_shape(model: PreTrainedModel, adapter: EncoderAdapter | None = None) -
         head_dense=head.dense is not None,
         num_labels=model.config.num_labels if task != "base" else 0,
         per_token_head=head.per_token,
+        pooler_size=dims.hidden_size if adapter.pooler_module(model) is not None else 0,
     )
 
 

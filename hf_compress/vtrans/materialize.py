@@ -316,6 +316,7 @@ def pruned_config(model: PreTrainedModel, adapter: EncoderAdapter, shape: Encode
         classifier_dense=head.dense is not None,
         classifier_activation=head.activation,
         initializer_range=getattr(config, "initializer_range", 0.02),
+        pooler_size=shape.pooler_size,
         pad_token_id=dims.pad_token_id,
         original_sizes=dict(
             hidden_size=dims.hidden_size,
@@ -337,6 +338,11 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
     dims = adapter.read_dims(model.config)
     task, head = adapter.task_head(model)
     shape = plan.shape(dense)
+    if shape.hidden_size == 0:
+        raise ValueError(
+            "Every hidden dimension was pruned, which leaves no model. Give a budget (materialize(model, "
+            "budget=...)) so the best units are kept, or train the gates with a smaller KL weight."
+        )
     pruned = TASK_CLASSES[task](pruned_config(model, adapter, shape, task))
     ref = next(model.parameters())
     pruned.to(device=ref.device, dtype=ref.dtype)
@@ -382,6 +388,9 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
             layer.mlp.down_proj.bias.copy_(down.bias.detach()[hidden] * ffn_bias)
         _copy_norm(layer.mlp_norm, src("mlp_norm"), hidden, h_kept_scale)
 
+    pooler = adapter.pooler_module(model)
+    if pooler is not None:  # base model: the pooler reads the kept dims, its output keeps its width
+        _copy_linear(pruned.pooler, pooler, None, hidden)
     if task != "base":
         if head.dense is not None:
             _copy_linear(pruned.classifier.dense, model.get_submodule(head.dense), hidden, hidden)

@@ -11,7 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 
 from .configuration_pruned_encoder import PrunedEncoderConfig
 
@@ -168,6 +172,7 @@ class PrunedEncoderModel(PrunedEncoderPreTrainedModel):
         super().__init__(config)
         self.embeddings = PrunedEncoderEmbeddings(config)
         self.layers = nn.ModuleList([PrunedEncoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.pooler = nn.Linear(config.hidden_size, config.pooler_size) if config.pooler_size else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -186,7 +191,7 @@ class PrunedEncoderModel(PrunedEncoderPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutput:
+    ) -> BaseModelOutputWithPooling:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -201,7 +206,10 @@ class PrunedEncoderModel(PrunedEncoderPreTrainedModel):
             hidden_states = layer(hidden_states, attention_bias)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
+        pooled = torch.tanh(self.pooler(hidden_states[:, 0])) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
+        )
 
 
 class PrunedEncoderClassificationHead(nn.Module):
