@@ -47,6 +47,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--latency_batch_size", type=int, default=32)
+    p.add_argument("--cpu_latency_threads", type=int, default=2,
+                   help="also time every model on the CPU with this many threads (0: skip)")
     p.add_argument("--tag", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -61,6 +63,25 @@ def train_args(out: str, cli, **kw) -> dict:
     )
     base.update(kw)
     return base
+
+
+def cpu_latency(model, batch: dict, threads: int) -> float | None:
+    """Latency of the same model on the CPU (what a 2-core deployment sees), restoring its device after."""
+    if threads <= 0:
+        return None
+    device, previous = next(model.parameters()).device, torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return latency(model.to("cpu"), {k: v.cpu() for k, v in batch.items()}, repeats=10)
+    finally:
+        torch.set_num_threads(previous)
+        model.to(device)
+
+
+def write(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
 
 
 def main() -> None:
@@ -98,11 +119,23 @@ def main() -> None:
         "accuracy": accuracy(teacher, test, collator),
         "params": count_parameters(teacher),
         "latency_s": latency(teacher, lat_batch),
+        "cpu_latency_s": cpu_latency(teacher, lat_batch, cli.cpu_latency_threads),
         "teacher_finetune_seconds": teacher_seconds,
+    }
+    out = cli.out or os.path.join(RESULTS, f"vtrans_sst2_{cli.tag}.json")
+    result = {
+        "benchmark": "vtrans_sst2",
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "config": vars(cli),
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "dense": dense,
+        "rows": [],
     }
     print(f"dense: accuracy {dense['accuracy']:.4f}, params {dense['params']:,}, latency {dense['latency_s'] * 1e3:.2f} ms")
 
-    rows = []
+    rows = result["rows"]
     for sparsity in cli.sparsities:
         for method in cli.methods:
             torch.manual_seed(cli.seed)
@@ -152,24 +185,19 @@ def main() -> None:
             }
             row["accuracy_vs_dense"] = row["accuracy"] / dense["accuracy"]
             row["latency_ratio"] = row["latency_s"] / dense["latency_s"]
+            row["cpu_latency_s"] = cpu_latency(pruned, lat_batch, cli.cpu_latency_threads)
+            if row["cpu_latency_s"] is not None:
+                row["cpu_latency_ratio"] = row["cpu_latency_s"] / dense["cpu_latency_s"]
             rows.append(row)
+            write(result, out)  # partial results survive an interrupted run
             print(
                 f"{method:7s} @{sparsity:.0%}: acc {row['accuracy']:.4f} ({row['accuracy_vs_dense']:.1%} of dense), "
                 f"layer sparsity {row['layer_sparsity']:.3f}, {row['compression_seconds']:.0f} s, "
-                f"latency ratio {row['latency_ratio']:.2f}",
+                f"latency ratio {row['latency_ratio']:.2f}"
+                + (f" (CPU {row['cpu_latency_ratio']:.2f})" if row["cpu_latency_s"] is not None else ""),
                 flush=True,
             )
 
-    result = {
-        "benchmark": "vtrans_sst2",
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "config": vars(cli),
-        "train_examples": len(train),
-        "test_examples": len(test),
-        "dense": dense,
-        "rows": rows,
-    }
     by = {(r["method"], r["target_sparsity"]): r for r in rows}
     comparisons = []
     for sparsity in cli.sparsities:
@@ -183,10 +211,7 @@ def main() -> None:
         comparisons.append(entry)
         print(json.dumps(entry))
     result["comparisons"] = comparisons
-    os.makedirs(RESULTS, exist_ok=True)
-    out = cli.out or os.path.join(RESULTS, f"vtrans_sst2_{cli.tag}.json")
-    with open(out, "w") as handle:
-        json.dump(result, handle, indent=2)
+    write(result, out)
     print(f"wrote {out}")
 
 

@@ -15,6 +15,11 @@ _DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.03}
 class VTransTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the budget, the variant and the VIB / distillation knobs.
 
+    Gate defaults are tuned for short pruning runs (hundreds of steps): gates start at log sigma^2 = -4 with a
+    soft expected-kept estimate (k = 1) so the budget term has a gradient from the first step, and the KL
+    weights per structure follow their parameter cost (a head costs ~64 FFN neurons) rather than pushing
+    whole sub-layers or hidden dims out first.
+
     ``num_train_epochs`` / ``max_steps`` size the pruning phase; ``finetune_epochs`` the fine-tuning of the
     materialized model that follows inside ``train()``.
     """
@@ -65,20 +70,20 @@ class VTransTrainingArguments(TrainingArguments):
     )
     gate_learning_rate: float = field(default=0.05, metadata={"help": "Learning rate of the VIB gate parameters."})
     lagrangian_learning_rate: float = field(
-        default=0.05, metadata={"help": "Learning rate of the Lagrange multipliers (gradient ascent)."}
+        default=0.01, metadata={"help": "Learning rate of the Lagrange multipliers (gradient ascent)."}
     )
     gate_init_mu: float = field(default=1.0, metadata={"help": "Initial gate mean."})
-    gate_init_log_sigma2: float = field(default=-9.0, metadata={"help": "Initial gate log-variance."})
+    gate_init_log_sigma2: float = field(default=-4.0, metadata={"help": "Initial gate log-variance."})
     expected_keep_temperature: float = field(
-        default=10.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
+        default=1.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
     )
     kl_weight: float = field(default=1e-6, metadata={"help": "Overall weight of the VIB KL term."})
-    kl_weight_hidden: float = field(default=30.0, metadata={"help": "Relative KL weight of hidden dimensions."})
-    kl_weight_heads: float = field(default=256.0, metadata={"help": "Relative KL weight of attention heads."})
+    kl_weight_hidden: float = field(default=1.0, metadata={"help": "Relative KL weight of hidden dimensions."})
+    kl_weight_heads: float = field(default=64.0, metadata={"help": "Relative KL weight of attention heads."})
     kl_weight_ffn: float = field(default=1.0, metadata={"help": "Relative KL weight of FFN neurons."})
-    kl_weight_sublayers: float = field(default=256.0, metadata={"help": "Relative KL weight of whole sub-layers."})
+    kl_weight_sublayers: float = field(default=1.0, metadata={"help": "Relative KL weight of whole sub-layers."})
     sparsity_warmup_ratio: float = field(
-        default=0.3, metadata={"help": "Fraction of the pruning steps over which the target goes from dense to the budget."}
+        default=0.5, metadata={"help": "Fraction of the pruning steps over which the target goes from dense to the budget."}
     )
 
     # -- distillation from the dense fine-tuned teacher ---------------------------------------------------
