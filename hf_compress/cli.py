@@ -50,7 +50,7 @@ _VTRANS_DEFAULTS = {
     "per_device_train_batch_size": "32",
     "per_device_eval_batch_size": "128",
     "learning_rate": "5e-5",
-    "num_train_epochs": "1",
+    "num_train_epochs": "3",
     "logging_steps": "10",
     "save_strategy": "no",
     "report_to": "none",

@@ -68,7 +68,7 @@ class VTransTrainingArguments(TrainingArguments):
         default_factory=lambda: list(GATE_GROUPS),
         metadata={"help": f"Structures to prune, any of {', '.join(GATE_GROUPS)}."},
     )
-    gate_learning_rate: float = field(default=0.05, metadata={"help": "Learning rate of the VIB gate parameters."})
+    gate_learning_rate: float = field(default=0.02, metadata={"help": "Learning rate of the VIB gate parameters."})
     lagrangian_learning_rate: float = field(
         default=0.01, metadata={"help": "Learning rate of the Lagrange multipliers (gradient ascent)."}
     )

@@ -132,25 +132,22 @@ class _Selection:
                 idx = np.flatnonzero(kept)
                 worst = idx[np.argsort(self.scores[group][i][idx], kind="stable")[:step]]
                 out.append((self.scores[group][i][worst].mean(), group, i, worst))
-                out.append((self.scores[sub][i], sub, i, None))
+                # removing a whole sub-layer loses its best unit too: it never ranks below that unit
+                best_unit = self.scores[group][i][idx].max()
+                out.append((max(self.scores[sub][i], best_unit), sub, i, None))
         return out
 
-    def _remove(self, group: str, layer: int | None, idx) -> list[tuple[np.ndarray, object]]:
-        """Remove a candidate; returns what was switched off as (array, index) pairs, for undo."""
+    def _remove(self, group: str, layer: int | None, idx) -> None:
+        """Switch a candidate off; a sub-layer takes its units with it, and its last unit takes the sub-layer."""
         if group == "hidden":
-            changed = [(self.keep["hidden"], idx)]
+            self.keep["hidden"][idx] = False
         elif group in ("mha", "ffn_layer"):
-            units = "heads" if group == "mha" else "ffn"
-            row = self.keep[units][layer]
-            changed = [(self.keep[group], layer), (row, np.flatnonzero(row))]
+            self.keep[group][layer] = False
+            self.keep["heads" if group == "mha" else "ffn"][layer] = False
         else:
-            row = self.keep[group][layer]
-            changed = [(row, idx)]
-            if len(np.flatnonzero(row)) == len(idx):  # last units of the sub-layer go: the sub-layer goes
-                changed.append((self.keep["mha" if group == "heads" else "ffn_layer"], layer))
-        for array, index in changed:
-            array[index] = False
-        return changed
+            self.keep[group][layer][idx] = False
+            if not self.keep[group][layer].any():
+                self.keep["mha" if group == "heads" else "ffn_layer"][layer] = False
 
     def fit(self, budget: Budget) -> dict[str, np.ndarray]:
         """Remove the lowest-scoring units until the budget is met; returns masks of what was removed."""
