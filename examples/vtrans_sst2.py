@@ -32,7 +32,7 @@ teacher.save_pretrained("outputs/example-teacher")
 # 2. prune a copy of it to half of its transformer-layer parameters
 student = AutoModelForSequenceClassification.from_pretrained("outputs/example-teacher")
 args = VTransTrainingArguments(
-    output_dir="outputs/example-pruned", target_sparsity=0.5, variant="faster",
+    output_dir="outputs/example-pruned", target_sparsity=0.5, variant="faster", data_fraction=0.5,
     per_device_train_batch_size=32, num_train_epochs=2, save_strategy="no", report_to=[],
 )
 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=test,
