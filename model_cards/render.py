@@ -13,6 +13,11 @@ def _fmt_int(value: float) -> str:
     return f"{int(value):,}"
 
 
+def _is_hub_id(name: str | None) -> bool:
+    """``owner/name`` that is not a local folder (model cards only link Hub models as base_model)."""
+    return bool(name) and str(name).count("/") == 1 and not Path(str(name)).exists() and not str(name).startswith((".", "/"))
+
+
 def render_vtrans_card(config, summary: dict | None = None, repo_or_path: str = "path/to/this/model") -> ModelCard:
     """Card of a VTrans-pruned model from its config's ``pruning_report`` and optional measured figures."""
     report = config.pruning_report
@@ -51,7 +56,7 @@ def render_vtrans_card(config, summary: dict | None = None, repo_or_path: str = 
     data = ModelCardData(
         library_name="transformers",
         tags=["hf-compress", "vtrans", "pruning", "structured-pruning"],
-        base_model=base_model if "/" in str(base_model) and not str(base_model).startswith("/") else None,
+        base_model=base_model if _is_hub_id(base_model) else None,
         pipeline_tag="text-classification" if config.num_labels else None,
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
