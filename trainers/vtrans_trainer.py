@@ -219,11 +219,14 @@ class VTransTrainer(DistillationMixin, Trainer):
         if outputs.loss is not None:
             terms["task"] = self.args.task_loss_weight * outputs.loss if self.teacher_model is not None else outputs.loss
         if self.teacher_model is not None:
-            keep_hidden = self._gates.deterministic().get("hidden")
+            with torch.no_grad():
+                current = self._gates.deterministic()  # distil only what the thresholded model keeps
+            keep_hidden = current.get("hidden")
             hidden_index = None if keep_hidden is None else torch.nonzero(keep_hidden != 0).squeeze(-1)
             terms.update(
                 self.distillation_terms(
-                    outputs, self._teacher_outputs(inputs), inputs.get("attention_mask"), hidden_index, self._alive_layers()
+                    outputs, self._teacher_outputs(inputs), inputs.get("attention_mask"), hidden_index,
+                    self._alive_layers(current),
                 )
             )
         if model.training:
@@ -234,9 +237,8 @@ class VTransTrainer(DistillationMixin, Trainer):
                 self._extra_logs[f"loss_{name}"].append(float(value.detach()))
         return (loss, outputs) if return_outputs else loss
 
-    def _alive_layers(self) -> list[int]:
+    def _alive_layers(self, z: dict[str, torch.Tensor]) -> list[int]:
         """Layers that still compute something (both sub-layers removed -> no longer a distillation target)."""
-        z = self._gates.deterministic()
         n = self.dense_shape.num_layers
         mha = z.get("mha", torch.ones(n)) != 0
         ffn = z.get("ffn_layer", torch.ones(n)) != 0
