@@ -70,3 +70,27 @@ def test_faster_vtrans_keeps_accuracy_at_30_percent(sst2_teacher, tmp_path):
     assert report["flops_pruned"] < report["flops_dense"]
     assert pruned_acc >= dense_acc - 0.05
     assert os.path.isfile(tmp_path / "pruned" / "tokenizer.json")
+
+
+def test_cli_main_job_end_to_end(tmp_path, capsys):
+    """The README's main job on a small slice: teacher fine-tune, Faster-VTrans, summary, card, reload."""
+    import json
+
+    from hf_compress.cli import main
+
+    out = tmp_path / "job"
+    code = main([
+        "vtrans", "--output_dir", str(out), "--train_limit", "480", "--teacher_train_limit", "480",
+        "--data_fraction", "0.5", "--num_train_epochs", "1", "--finetune_epochs", "0.5", "--max_length", "32",
+        "--latency_batch_size", "8", "--use_cpu", "true", "--disable_tqdm", "true",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "accuracy      dense" in printed and "latency" in printed
+    summary = json.loads((out / "vtrans_summary.json").read_text())
+    assert summary["layer_sparsity"] >= 0.5 and summary["pruned_params"] < summary["dense_params"]
+    assert 0.0 <= summary["pruned_accuracy"] <= 1.0
+    card = (out / "README.md").read_text()
+    assert "VTrans" in card and f"{summary['pruned_params']:,}" in card
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert count_parameters(reloaded) == summary["pruned_params"]
