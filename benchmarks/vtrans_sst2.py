@@ -49,6 +49,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--latency_batch_size", type=int, default=32)
     p.add_argument("--cpu_latency_threads", type=int, default=2,
                    help="also time every model on the CPU with this many threads (0: skip)")
+    p.add_argument("--vtrans_overrides", default="{}", help="JSON of extra VTransTrainingArguments, e.g. '{\"kl_weight_hidden\": 30}'")
     p.add_argument("--tag", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -162,6 +163,7 @@ def main() -> None:
                     data_fraction=cli.fraction if small else 1.0,
                     num_train_epochs=cli.fast_epochs if small else cli.epochs,
                     finetune_epochs=cli.fast_finetune_epochs if small else cli.finetune_epochs,
+                    **json.loads(cli.vtrans_overrides),
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
                                         data_collator=collator, processing_class=tokenizer)

@@ -16,9 +16,9 @@ class VTransTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the budget, the variant and the VIB / distillation knobs.
 
     Gate defaults are tuned for short pruning runs (hundreds of steps): gates start at log sigma^2 = -4 with a
-    soft expected-kept estimate (k = 1) so the budget term has a gradient from the first step, and the KL
-    weights per structure follow their parameter cost (a head costs ~64 FFN neurons) rather than pushing
-    whole sub-layers or hidden dims out first.
+    soft expected-kept estimate (k = 1) so the budget term has a gradient from the first step. KL weights:
+    hidden dims x30 (as TVA-Prune weighs embeddings), heads x64 (a head costs ~64 FFN neurons), whole
+    sub-layers x1 (they are removed when their units are, not pushed out first).
 
     ``num_train_epochs`` / ``max_steps`` size the pruning phase; ``finetune_epochs`` the fine-tuning of the
     materialized model that follows inside ``train()``.
@@ -78,7 +78,7 @@ class VTransTrainingArguments(TrainingArguments):
         default=1.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
     )
     kl_weight: float = field(default=1e-6, metadata={"help": "Overall weight of the VIB KL term."})
-    kl_weight_hidden: float = field(default=1.0, metadata={"help": "Relative KL weight of hidden dimensions."})
+    kl_weight_hidden: float = field(default=30.0, metadata={"help": "Relative KL weight of hidden dimensions."})
     kl_weight_heads: float = field(default=64.0, metadata={"help": "Relative KL weight of attention heads."})
     kl_weight_ffn: float = field(default=1.0, metadata={"help": "Relative KL weight of FFN neurons."})
     kl_weight_sublayers: float = field(default=1.0, metadata={"help": "Relative KL weight of whole sub-layers."})
