@@ -24,7 +24,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 import hf_compress  # noqa: F401
 from hf_compress.data import load_sst2, minilm_path, tokenize
 from hf_compress.evaluation import accuracy, count_parameters, latency, latency_batch
-from hf_compress.vtrans import dense_shape, resolve_budget
+from hf_compress.vtrans import dense_shape, get_gates, resolve_budget
+from hf_compress.vtrans.probing import probe_attention, spearman
 from hf_compress.vtrans.baselines import taylor_importance, taylor_prune
 from trainers import PrunedModelTrainer, VTransTrainer, VTransTrainingArguments
 
@@ -123,6 +124,10 @@ def main() -> None:
         "cpu_latency_s": cpu_latency(teacher, lat_batch, cli.cpu_latency_threads),
         "teacher_finetune_seconds": teacher_seconds,
     }
+    probe_loader = torch.utils.data.DataLoader(
+        test.select_columns(["input_ids", "attention_mask", "token_type_ids"]), batch_size=64, collate_fn=collator
+    )
+    probe = probe_attention(teacher, probe_loader, tokenizer.all_special_ids, max_batches=4)
     out = cli.out or os.path.join(RESULTS, f"vtrans_sst2_{cli.tag}.json")
     result = {
         "benchmark": "vtrans_sst2",
@@ -132,6 +137,7 @@ def main() -> None:
         "train_examples": len(train),
         "test_examples": len(test),
         "dense": dense,
+        "attention_probe": probe.as_dict(),
         "rows": [],
     }
     print(f"dense: accuracy {dense['accuracy']:.4f}, params {dense['params']:,}, latency {dense['latency_s'] * 1e3:.2f} ms")
@@ -169,9 +175,13 @@ def main() -> None:
                                         data_collator=collator, processing_class=tokenizer)
                 trainer.train()
                 pruned = trainer.materialize()
+                head_keep = get_gates(trainer.model).groups["heads"].keep_score().detach().cpu().numpy()
+                probe_corr = spearman(probe.special + probe.current, head_keep)
             seconds = time.perf_counter() - began
             pruned.to(device).eval()
             report = pruned.config.pruning_report
+            if method == "taylor":
+                probe_corr = None
             row = {
                 "method": method,
                 "target_sparsity": sparsity,
@@ -184,6 +194,8 @@ def main() -> None:
                 "intermediate_sizes": report["intermediate_sizes"],
                 "compression_seconds": seconds,
                 "latency_s": latency(pruned, lat_batch),
+                # VTrans' probing claim: heads looking at special / current tokens go first (negative)
+                "spearman_special_current_attention_vs_head_keep_score": probe_corr,
             }
             row["accuracy_vs_dense"] = row["accuracy"] / dense["accuracy"]
             row["latency_ratio"] = row["latency_s"] / dense["latency_s"]

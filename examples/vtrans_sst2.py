@@ -21,13 +21,15 @@ test = tokenize(load_sst2("test"), tokenizer)
 
 # 1. the dense teacher: the model fine-tuned on the task
 teacher = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
-Trainer(
+teacher_trainer = Trainer(
     model=teacher,
     args=TrainingArguments("outputs/example-teacher", per_device_train_batch_size=32, learning_rate=1e-4,
                            num_train_epochs=1, save_strategy="no", report_to=[]),
     train_dataset=train, data_collator=collator,
-).train()
-teacher.save_pretrained("outputs/example-teacher")
+)
+teacher_trainer.train()
+teacher_trainer.save_model("outputs/example-teacher")  # main process writes, the others wait
+teacher_trainer.accelerator.wait_for_everyone()
 
 # 2. prune a copy of it to half of its transformer-layer parameters
 student = AutoModelForSequenceClassification.from_pretrained("outputs/example-teacher")
@@ -38,9 +40,10 @@ args = VTransTrainingArguments(
 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=test,
                         data_collator=collator, processing_class=tokenizer)
 trainer.train()                      # gates to the budget, materialize, short fine-tune, save
-pruned = trainer.materialize()
 
 # 3. load it back like any model
-reloaded = AutoModelForSequenceClassification.from_pretrained("outputs/example-pruned")
-print(f"dense  accuracy {accuracy(teacher, test, collator):.4f}, params {teacher.num_parameters():,}")
-print(f"pruned accuracy {accuracy(reloaded, test, collator):.4f}, params {reloaded.num_parameters():,}")
+trainer.accelerator.wait_for_everyone()
+if trainer.is_world_process_zero():
+    reloaded = AutoModelForSequenceClassification.from_pretrained("outputs/example-pruned")
+    print(f"dense  accuracy {accuracy(teacher, test, collator):.4f}, params {teacher.num_parameters():,}")
+    print(f"pruned accuracy {accuracy(reloaded, test, collator):.4f}, params {reloaded.num_parameters():,}")
