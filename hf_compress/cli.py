@@ -180,7 +180,47 @@ def _print_summary(summary: dict) -> None:
     )
 
 
-COMMANDS = {"vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget"}
+COMMANDS = {
+    "vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget",
+    "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO",
+    "pull": "download a model repo into a folder: pull REPO [--revision REV] [--local_dir DIR]",
+}
+
+
+def run_push(argv: list[str]) -> int:
+    import argparse
+
+    from huggingface_hub import HfApi
+
+    parser = argparse.ArgumentParser(prog="hf-compress push", description=COMMANDS["push"])
+    parser.add_argument("folder")
+    parser.add_argument("repo_id")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--commit_message", default="Upload with hf-compress")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.folder, "config.json")):
+        raise FileNotFoundError(f"{args.folder} has no config.json: pass a folder written by save_pretrained.")
+    api = HfApi()
+    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+    info = api.upload_folder(folder_path=args.folder, repo_id=args.repo_id, commit_message=args.commit_message,
+                             ignore_patterns=["checkpoint-*", "finetune/*", "teacher/*"])
+    print(f"pushed {args.folder} to {args.repo_id} at commit {info.oid}")
+    return 0
+
+
+def run_pull(argv: list[str]) -> int:
+    import argparse
+
+    from huggingface_hub import snapshot_download
+
+    parser = argparse.ArgumentParser(prog="hf-compress pull", description=COMMANDS["pull"])
+    parser.add_argument("repo_id")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--local_dir", default=None)
+    args = parser.parse_args(argv)
+    path = snapshot_download(args.repo_id, revision=args.revision, local_dir=args.local_dir)
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,8 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import hf_compress  # noqa: F401  (registers the Auto classes)
 
-    script, args = parse_vtrans_args(argv[1:])
-    _print_summary(run_vtrans(script, args))
+    try:
+        if argv[0] == "push":
+            return run_push(argv[1:])
+        if argv[0] == "pull":
+            return run_pull(argv[1:])
+        script, args = parse_vtrans_args(argv[1:])
+        _print_summary(run_vtrans(script, args))
+    except (FileNotFoundError, ValueError) as err:  # bad input: say what and how to fix, no traceback
+        print(f"hf-compress {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

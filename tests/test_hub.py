@@ -1,0 +1,104 @@
+"""Push / pull of pruned models through the local Hub-compatible server, with the real clients."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_compress.testing import LocalHub
+
+CLIENT = os.path.join(os.path.dirname(__file__), "hub_client_script.py")
+
+
+@pytest.fixture
+def hub(tmp_path):
+    with LocalHub(tmp_path / "hub-data") as server:
+        yield server
+
+
+def run_client(hub, home, *args) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+    done = subprocess.run([sys.executable, CLIENT, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_push_then_pull_with_fresh_cache_is_bit_identical(hub, tmp_path):
+    pushed = run_client(hub, tmp_path / "home-push", "push", "tester/tiny-pruned", tmp_path / "pushed.safetensors", 0)
+    pulled = run_client(hub, tmp_path / "home-pull", "pull", "tester/tiny-pruned", tmp_path / "pulled.safetensors")
+    assert pulled["class"] == "PrunedEncoderForSequenceClassification"
+    assert pulled["heads"] == [2, 4]
+    a, b = load_file(tmp_path / "pushed.safetensors"), load_file(tmp_path / "pulled.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(pushed["commit"]) == 40
+
+
+def test_revision_pins_an_older_commit(hub, tmp_path):
+    first = run_client(hub, tmp_path / "h1", "push", "tester/versions", tmp_path / "v1.safetensors", 1)
+    run_client(hub, tmp_path / "h2", "push", "tester/versions", tmp_path / "v2.safetensors", 2)
+    run_client(hub, tmp_path / "h3", "pull", "tester/versions", tmp_path / "old.safetensors", first["commit"])
+    run_client(hub, tmp_path / "h4", "pull", "tester/versions", tmp_path / "new.safetensors")
+    v1, v2 = load_file(tmp_path / "v1.safetensors"), load_file(tmp_path / "v2.safetensors")
+    old, new = load_file(tmp_path / "old.safetensors"), load_file(tmp_path / "new.safetensors")
+    key = "model.embeddings.word_embeddings.weight"
+    assert torch.equal(old[key], v1[key]) and torch.equal(new[key], v2[key]) and not torch.equal(v1[key], v2[key])
+
+
+def _request(hub, method, path, body=b"", conn=None):
+    conn = conn or http.client.HTTPConnection(hub.url.split("//")[1])
+    conn.request(method, path, body=body, headers={"Content-Length": str(len(body))})
+    response = conn.getresponse()
+    return conn, response, response.read()
+
+
+def test_error_codes_and_keep_alive(hub):
+    conn, response, _ = _request(hub, "POST", "/api/repos/create", json.dumps({"name": "r", "organization": "o"}).encode())
+    assert response.status == 200
+    _, response, _ = _request(hub, "POST", "/api/repos/create", json.dumps({"name": "r", "organization": "o"}).encode(), conn)
+    assert response.status == 409
+    # an error answer still consumes the request body: the next request on the connection is intact
+    _, response, _ = _request(hub, "POST", "/api/models/o/missing/commit/main", b"x" * 1000, conn)
+    assert response.status == 404 and response.getheader("X-Error-Code") == "RepoNotFound"
+    _, response, _ = _request(hub, "HEAD", "/o/r/resolve/main/config.json", conn=conn)
+    assert response.status == 404 and response.getheader("X-Error-Code") == "EntryNotFound"
+    _, response, _ = _request(hub, "GET", "/o/r/resolve/" + "0" * 40 + "/config.json", conn=conn)
+    assert response.getheader("X-Error-Code") == "RevisionNotFound"
+    hub.fail_next(503)
+    _, response, _ = _request(hub, "GET", "/api/models/o/r", conn=conn)
+    assert response.status == 503
+    _, response, body = _request(hub, "GET", "/api/models/o/r", conn=conn)
+    assert response.status == 200 and len(json.loads(body)["sha"]) == 40
+
+
+def test_module_runs_as_a_command():
+    done = subprocess.run([sys.executable, "-m", "hf_compress.testing.hub", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--port" in done.stdout
+
+
+def test_cli_push_and_pull(hub, tmp_path):
+    """`hf-compress push DIR REPO` then `hf-compress pull REPO` through the local server."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "weights.bin").write_bytes(os.urandom(2048))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(tmp_path / "home"))
+    cli = [sys.executable, "-m", "hf_compress.cli"]
+    done = subprocess.run(cli + ["push", str(folder), "tester/cli-repo"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pushed" in done.stdout
+    done = subprocess.run(cli + ["pull", "tester/cli-repo", "--local_dir", str(tmp_path / "pulled")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "pulled" / "weights.bin").read_bytes() == (folder / "weights.bin").read_bytes()
+    done = subprocess.run(cli + ["push", str(tmp_path), "tester/x"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0 and "config.json" in done.stderr
