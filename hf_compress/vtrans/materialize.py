@@ -345,7 +345,7 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
     pruned.to(device=ref.device, dtype=ref.dtype)
     base = pruned if task == "base" else pruned.model
 
-    n, H, d = dense.num_layers, dense.num_heads[0], dims.head_dim
+    d = dims.head_dim
     hidden = torch.as_tensor(plan.hidden, dtype=torch.long, device=ref.device)
     h_scale = _t(plan.hidden_scale, ref)
     h_scale = torch.ones(dense.hidden_size, dtype=ref.dtype, device=ref.device) if h_scale is None else h_scale
