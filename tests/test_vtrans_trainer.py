@@ -189,3 +189,20 @@ def test_summary_files_are_json_serialisable(tmp_path):
     assert config["model_type"] == "vtrans_encoder"
     assert config["pruning_report"]["budget"]["metric"] == "layer_params"
     assert len(config["num_attention_heads_per_layer"]) == 3
+
+
+def test_evaluation_during_pruning_sees_logits_and_thresholded_gates(tmp_path):
+    teacher = tiny_bert()
+    seen = []
+
+    def metrics(prediction):
+        seen.append(prediction.predictions)
+        return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+    args = make_args(tmp_path, eval_strategy="steps", eval_steps=3, max_steps=6, finetune_epochs=0)
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset(),
+                            eval_dataset=toy_dataset(32, seed=1), compute_metrics=metrics)
+    trainer.train()
+    evaluations = [h for h in trainer.state.log_history if "eval_accuracy" in h]
+    assert len(evaluations) == 2 and all(0.0 <= h["eval_accuracy"] <= 1.0 for h in evaluations)
+    assert all(p.shape == (32, 2) for p in seen)  # logits only, no hidden states

@@ -57,6 +57,11 @@ def check_teacher(student: PreTrainedModel, teacher: PreTrainedModel | None, hid
         )
 
 
+def _without_hidden_states(outputs):
+    """Outputs as the model gives them without distillation's hidden states (so predictions are logits)."""
+    return outputs.__class__(**{k: v for k, v in outputs.items() if k != "hidden_states"})
+
+
 def _constant(step: int) -> float:
     return 1.0
 
@@ -235,7 +240,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         if model.training:
             for name, value in terms.items():
                 self._extra_logs[f"loss_{name}"].append(float(value.detach()))
-        return (loss, outputs) if return_outputs else loss
+        return (loss, _without_hidden_states(outputs)) if return_outputs else loss
 
     def _alive_layers(self, z: dict[str, torch.Tensor]) -> list[int]:
         """Layers that still compute something (both sub-layers removed -> no longer a distillation target)."""
@@ -372,7 +377,7 @@ class PrunedModelTrainer(DistillationMixin, Trainer):
             )
         )
         loss = sum(terms.values())
-        return (loss, outputs) if return_outputs else loss
+        return (loss, _without_hidden_states(outputs)) if return_outputs else loss
 
 
 __all__ = ["VTransTrainer", "PrunedModelTrainer", "subsample", "check_teacher"]
