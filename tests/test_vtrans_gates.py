@@ -212,3 +212,26 @@ def test_lambda_ascent_on_a_constraint_term():
     # the gates' own parameters are untouched by the hook
     gates.groups["mha"].kl().backward()
     assert torch.all(gates.groups["mha"].log_sigma2.grad < 0)
+
+
+def test_relative_gates_keep_decision_ignores_the_gate_scale():
+    """With relative noise, shrinking mu (while later weights grow) does not prune a unit."""
+    from hf_compress.vtrans.gates import VIBGate
+
+    torch.manual_seed(0)
+    gate = VIBGate((4,), init_mu=1.0, init_log_sigma2=-4.0, relative=True)
+    assert torch.allclose(gate.log_alpha(), torch.full((4,), -4.0))
+    before = gate.keep_mask().clone()
+    with torch.no_grad():
+        gate.mu.mul_(1e-3)
+    assert torch.equal(gate.keep_mask(), before)
+    assert torch.allclose(gate.kl(), 0.5 * torch.log1p(torch.exp(torch.tensor(4.0))) * 4)
+    # noise scales with mu: the sample's relative spread is sqrt(alpha)
+    big = VIBGate((20000,), init_mu=3.0, init_log_sigma2=-4.0 + 2 * math.log(3.0), relative=True)
+    z = big.sample().detach()
+    assert abs(float(z.mean()) - 3.0) < 0.01
+    assert abs(float(z.std()) / 3.0 - math.exp(-2.0)) < 0.005
+    absolute = VIBGate((4,), init_mu=1.0, init_log_sigma2=-4.0)
+    with torch.no_grad():
+        absolute.mu.mul_(1e-3)
+    assert not absolute.keep_mask().any()  # the absolute parametrization prunes the shrunk gate

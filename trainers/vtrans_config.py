@@ -72,6 +72,14 @@ class VTransTrainingArguments(TrainingArguments):
     lagrangian_learning_rate: float = field(
         default=0.01, metadata={"help": "Learning rate of the Lagrange multipliers (gradient ascent)."}
     )
+    gate_noise: str = field(
+        default="absolute",
+        metadata={
+            "help": "absolute: noise sigma independent of mu (VIBNet); relative: noise proportional to mu, so a gate "
+            "that shrinks while the following weights grow is not pruned for it.",
+            "choices": ["absolute", "relative"],
+        },
+    )
     gate_init_mu: float = field(default=1.0, metadata={"help": "Initial gate mean."})
     gate_init_log_sigma2: float = field(default=-4.0, metadata={"help": "Initial gate log-variance."})
     expected_keep_temperature: float = field(
@@ -111,6 +119,8 @@ class VTransTrainingArguments(TrainingArguments):
                 "State exactly one budget: target_sparsity (e.g. 0.5), target_params or target_flops "
                 f"(got {len(budgets)})."
             )
+        if self.gate_noise not in ("absolute", "relative"):
+            raise ValueError(f"gate_noise must be 'absolute' or 'relative', got {self.gate_noise!r}.")
         if self.data_fraction is not None and not 0.0 < self.data_fraction <= 1.0:
             raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}.")
         if self.round_to is not None and self.round_to < 1:

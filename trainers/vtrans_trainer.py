@@ -164,6 +164,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             init_mu=args.gate_init_mu,
             init_log_sigma2=args.gate_init_log_sigma2,
             temperature=args.expected_keep_temperature,
+            relative=args.gate_noise == "relative",
         )
         if args.variant == "faster":  # Faster-VTrans: only the gates (and the multipliers) learn
             for name, param in model.named_parameters():

@@ -9,6 +9,8 @@ through. A unit is kept when ``log_alpha = log_sigma2 - log(mu^2) < 0`` and, onc
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -16,7 +18,13 @@ _EPS = 1e-8
 
 
 class VIBGate(nn.Module):
-    """One group of VIB gates with shape ``shape`` (e.g. ``(num_layers, num_heads)``)."""
+    """One group of VIB gates with shape ``shape`` (e.g. ``(num_layers, num_heads)``).
+
+    ``relative=False`` (the VIBNet parametrization): parameters ``mu`` and ``log_sigma2``, noise
+    ``eps * sigma``. ``relative=True``: parameters ``mu`` and ``log_alpha`` (= log sigma^2/mu^2), noise
+    ``mu * eps * sqrt(alpha)``; the keep decision then no longer changes when a gate shrinks while the
+    weights after it grow to compensate (a scale the trained weights can otherwise exploit).
+    """
 
     def __init__(
         self,
@@ -25,19 +33,29 @@ class VIBGate(nn.Module):
         init_log_sigma2: float = -9.0,
         threshold: float = 0.0,
         temperature: float = 10.0,
+        relative: bool = False,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
+        self.relative = relative
         self.mu = nn.Parameter(torch.full(self.shape, float(init_mu)))
-        self.log_sigma2 = nn.Parameter(torch.full(self.shape, float(init_log_sigma2)))
+        if relative:
+            init_log_alpha = float(init_log_sigma2) - 2.0 * math.log(abs(init_mu) + _EPS)
+            self.log_alpha_param = nn.Parameter(torch.full(self.shape, init_log_alpha))
+        else:
+            self.log_sigma2 = nn.Parameter(torch.full(self.shape, float(init_log_sigma2)))
         self.threshold = threshold
         self.temperature = temperature
 
     def log_alpha(self) -> torch.Tensor:
+        if self.relative:
+            return self.log_alpha_param
         return self.log_sigma2 - torch.log(self.mu.pow(2) + _EPS)
 
     def kl(self) -> torch.Tensor:
-        """Sum over units of ``0.5 * log(1 + mu^2 / sigma^2)``."""
+        """Sum over units of ``0.5 * log(1 + mu^2 / sigma^2)`` (= ``0.5 * log(1 + 1 / alpha)``)."""
+        if self.relative:
+            return 0.5 * torch.log1p(torch.exp(-self.log_alpha_param)).sum()
         return 0.5 * torch.log1p(self.mu.pow(2) / torch.exp(self.log_sigma2)).sum()
 
     def keep_mask(self) -> torch.Tensor:
@@ -55,6 +73,8 @@ class VIBGate(nn.Module):
     def sample(self) -> torch.Tensor:
         """Training-time multiplier ``mu + eps * sigma``."""
         eps = torch.randn_like(self.mu)
+        if self.relative:
+            return self.mu * (1.0 + eps * torch.exp(0.5 * self.log_alpha_param))
         return self.mu + eps * torch.exp(0.5 * self.log_sigma2)
 
     def deterministic(self) -> torch.Tensor:
@@ -62,7 +82,7 @@ class VIBGate(nn.Module):
         return self.mu * self.keep_mask().to(self.mu.dtype)
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, threshold={self.threshold}, temperature={self.temperature}"
+        return f"shape={self.shape}, relative={self.relative}, threshold={self.threshold}, temperature={self.temperature}"
 
 
 class VIBGates(nn.Module):
@@ -91,6 +111,7 @@ class VIBGates(nn.Module):
         init_mu: float = 1.0,
         init_log_sigma2: float = -9.0,
         temperature: float = 10.0,
+        relative: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(groups) - set(self.GROUPS)
@@ -105,7 +126,10 @@ class VIBGates(nn.Module):
         }
         self.groups = nn.ModuleDict(
             {
-                name: VIBGate(shapes[name], init_mu=init_mu, init_log_sigma2=init_log_sigma2, temperature=temperature)
+                name: VIBGate(
+                    shapes[name], init_mu=init_mu, init_log_sigma2=init_log_sigma2, temperature=temperature,
+                    relative=relative,
+                )
                 for name in self.GROUPS
                 if name in groups
             }

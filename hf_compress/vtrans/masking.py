@@ -78,6 +78,7 @@ def attach_gates(
     init_mu: float = 1.0,
     init_log_sigma2: float = -9.0,
     temperature: float = 10.0,
+    relative: bool = False,
 ) -> VIBGates:
     """Add VIB gates (as ``model.vtrans_gates``) and the hooks that apply them; returns the gates."""
     if get_gates(model) is not None:
@@ -94,6 +95,7 @@ def attach_gates(
         init_mu=init_mu,
         init_log_sigma2=init_log_sigma2,
         temperature=temperature,
+        relative=relative,
     )
     param = next(model.parameters())
     gates.to(device=param.device)
@@ -131,8 +133,3 @@ def detach_gates(model: PreTrainedModel) -> VIBGates | None:
     return gates
 
 
-@torch.no_grad()
-def reset_gates_(gates: VIBGates, init_mu: float = 1.0, init_log_sigma2: float = -9.0) -> None:
-    for gate in gates.groups.values():
-        gate.mu.fill_(init_mu)
-        gate.log_sigma2.fill_(init_log_sigma2)
