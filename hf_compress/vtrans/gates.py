@@ -182,12 +182,6 @@ class VIBGates(nn.Module):
     def expected_keep(self, name: str) -> torch.Tensor | None:
         return self.groups[name].expected_keep() if name in self.groups else None
 
-    def keep_masks(self) -> dict[str, torch.Tensor]:
-        return {name: gate.keep_mask() for name, gate in self.groups.items()}
-
     def keep_scores(self) -> dict[str, torch.Tensor]:
         return {name: gate.keep_score() for name, gate in self.groups.items()}
-
-    def mean_log_alpha(self) -> dict[str, float]:
-        return {name: float(gate.log_alpha().mean()) for name, gate in self.groups.items()}
 
