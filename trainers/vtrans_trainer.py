@@ -339,6 +339,8 @@ class VTransTrainer(DistillationMixin, Trainer):
         )
         trainer.train()
         self.finetune_trainer = trainer
+        if self.args.should_save and os.path.isdir(args.output_dir) and not os.listdir(args.output_dir):
+            os.rmdir(args.output_dir)  # nothing was checkpointed there
         return trainer.accelerator.unwrap_model(trainer.model)
 
     def save_pruned(self, output_dir: str) -> None:
