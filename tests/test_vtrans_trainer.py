@@ -206,3 +206,16 @@ def test_evaluation_during_pruning_sees_logits_and_thresholded_gates(tmp_path):
     evaluations = [h for h in trainer.state.log_history if "eval_accuracy" in h]
     assert len(evaluations) == 2 and all(0.0 <= h["eval_accuracy"] <= 1.0 for h in evaluations)
     assert all(p.shape == (32, 2) for p in seen)  # logits only, no hidden states
+
+
+@pytest.mark.parametrize("steps, expected", [(200, 0.02), (1000, 0.004), (10, 0.05), (10_000, 0.002)])
+def test_default_gate_lr_follows_the_pruning_length(tmp_path, steps, expected):
+    teacher = tiny_bert()
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, max_steps=steps),
+                            train_dataset=toy_dataset())
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    gate_ids = {id(p) for n, p in trainer.model.named_parameters() if n.startswith("vtrans_gates.") and "lambda" not in n}
+    gate_groups = [g for g in trainer.optimizer.param_groups if id(g["params"][0]) in gate_ids]
+    assert len(gate_groups) == 1 and gate_groups[0]["lr"] == pytest.approx(expected)
+    trainer.lr_scheduler.step()
+    assert gate_groups[0]["lr"] == pytest.approx(expected)  # constant, unlike the weights' schedule

@@ -197,7 +197,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         param_groups = [
             {"params": groups["decay"], "weight_decay": self.args.weight_decay},
             {"params": groups["no_decay"], "weight_decay": 0.0},
-            {"params": groups["gates"], "weight_decay": 0.0, "lr": self.args.gate_learning_rate},
+            {"params": groups["gates"], "weight_decay": 0.0, "lr": self.args.gate_lr_for(self.state.max_steps or 0)},
             {"params": groups["lagrangian"], "weight_decay": 0.0, "lr": self.args.lagrangian_learning_rate},
         ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
@@ -210,11 +210,16 @@ class VTransTrainer(DistillationMixin, Trainer):
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
             opt = optimizer or self.optimizer
-            gate_params = {id(p) for n, p in self.model.named_parameters() if n.startswith("vtrans_gates.")}
+            names = {id(p): n for n, p in self.model.named_parameters() if n.startswith("vtrans_gates.")}
+            gate_lr = self.args.gate_lr_for(num_training_steps)  # the pruning length is known here
             for i, group in enumerate(opt.param_groups):
-                if group["params"] and id(group["params"][0]) in gate_params:
-                    scheduler.lr_lambdas[i] = _constant
-                    group["lr"] = scheduler.base_lrs[i]
+                name = names.get(id(group["params"][0])) if group["params"] else None
+                if name is None:
+                    continue
+                scheduler.lr_lambdas[i] = _constant
+                if not name.startswith("vtrans_gates.lambda_"):
+                    scheduler.base_lrs[i] = group["initial_lr"] = gate_lr
+                group["lr"] = scheduler.base_lrs[i]
         return scheduler
 
     # -- objective -----------------------------------------------------------------------------------
