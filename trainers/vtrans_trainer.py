@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, Trainer
 from hf_compress.vtrans.budget import LagrangianTerm, expected_size, measure, resolve_budget
 from hf_compress.vtrans.masking import attach_gates, dense_shape, get_gates
 from hf_compress.vtrans.materialize import materialize as materialize_model
-from hf_compress.vtrans.materialize import select_units
+from hf_compress.vtrans.materialize import gate_decisions, select_units
 
 from .vtrans_config import VTransTrainingArguments
 
@@ -269,9 +269,7 @@ class VTransTrainer(DistillationMixin, Trainer):
 
     def realised_size_ratio(self) -> float:
         """Size (in the budget's metric) of what the gates' thresholded decisions keep, relative to dense."""
-        with torch.no_grad():
-            keep = {g: (z != 0).cpu().numpy() for g, z in self._gates.deterministic().items()}
-        shape = select_units(self.dense_shape, keep, {}, budget=None).shape(self.dense_shape)
+        shape = select_units(self.dense_shape, gate_decisions(self._gates), {}, budget=None).shape(self.dense_shape)
         return measure(shape, self.budget.metric, self.budget.seq_len) / self.budget.dense
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

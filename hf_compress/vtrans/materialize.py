@@ -235,6 +235,12 @@ def select_units(
     )
 
 
+def gate_decisions(gates: VIBGates) -> dict[str, np.ndarray]:
+    """Per-unit keep decisions of the thresholded gates (a sub-layer without units counts as removed)."""
+    with torch.no_grad():
+        return {g: (z != 0).cpu().numpy() for g, z in gates.deterministic().items()}
+
+
 def plan_from_gates(
     gates: VIBGates,
     dense: EncoderShape,
@@ -244,10 +250,8 @@ def plan_from_gates(
 ) -> KeepPlan:
     """The VIB decision (``log_alpha < 0``), trimmed to the budget, with ``mu`` as the folded multipliers."""
     with torch.no_grad():
-        multipliers = {g: z.detach().float().cpu().numpy() for g, z in gates.deterministic().items()}
-        keep = {g: z != 0 for g, z in multipliers.items()}
         scores = {g: s.detach().float().cpu().numpy() for g, s in gates.keep_scores().items()}
-    plan = select_units(dense, keep, scores, budget, round_to, fill_to_budget)
+    plan = select_units(dense, gate_decisions(gates), scores, budget, round_to, fill_to_budget)
     # units re-admitted by rounding are scaled by their own mu (their deterministic value is 0)
     mus = {g: gate.mu.detach().float().cpu().numpy() for g, gate in gates.groups.items()}
     n = dense.num_layers
@@ -265,21 +269,17 @@ def plan_from_gates(
 # --------------------------------------------------------------------------------------------------
 # slicing weights
 # --------------------------------------------------------------------------------------------------
-def _t(x: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
-    return None if x is None else torch.as_tensor(np.asarray(x), dtype=like.dtype, device=like.device)
-
-
-def _copy_linear(dst: nn.Linear, src: nn.Linear, rows, cols, col_scale=None, out_scale=None) -> None:
+def _copy_linear(dst: nn.Linear, src: nn.Linear, rows, cols, col_scale=None, bias_scale: float = 1.0) -> None:
+    """``dst = src[rows][:, cols]``, input columns scaled by ``col_scale``; the bias (and, with the weight,
+    a whole sub-layer's output) by ``bias_scale`` when it is a sub-layer multiplier."""
     weight = src.weight.detach()
     weight = weight[rows] if rows is not None else weight
     weight = weight[:, cols] if cols is not None else weight
     if col_scale is not None:
         weight = weight * col_scale[None, :]
     bias = src.bias.detach()[rows] if rows is not None else src.bias.detach()
-    if out_scale is not None:
-        weight, bias = weight * out_scale, bias * out_scale
     dst.weight.data.copy_(weight)
-    dst.bias.data.copy_(bias)
+    dst.bias.data.copy_(bias * bias_scale)
 
 
 def _copy_norm(dst: nn.LayerNorm, src: nn.LayerNorm, hidden, scale) -> None:
@@ -345,11 +345,17 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
     pruned.to(device=ref.device, dtype=ref.dtype)
     base = pruned if task == "base" else pruned.model
 
-    d = dims.head_dim
+    n, d = dense.num_layers, dims.head_dim
+    as_tensor = lambda x, *shape: (  # noqa: E731  (a missing multiplier is 1)
+        torch.ones(shape, dtype=ref.dtype, device=ref.device) if x is None
+        else torch.as_tensor(np.asarray(x), dtype=ref.dtype, device=ref.device)
+    )
     hidden = torch.as_tensor(plan.hidden, dtype=torch.long, device=ref.device)
-    h_scale = _t(plan.hidden_scale, ref)
-    h_scale = torch.ones(dense.hidden_size, dtype=ref.dtype, device=ref.device) if h_scale is None else h_scale
-    h_kept_scale = h_scale[hidden]
+    h_kept_scale = as_tensor(plan.hidden_scale, dense.hidden_size)[hidden]
+    head_scale = as_tensor(plan.head_scale, n, dense.num_heads[0])
+    ffn_scale = as_tensor(plan.ffn_scale, n, dense.intermediate_sizes[0])
+    mha_bias = as_tensor(plan.mha_bias_scale, n)
+    ffn_bias = as_tensor(plan.ffn_bias_scale, n)
 
     emb = base.embeddings
     emb.word_embeddings.weight.copy_(adapter.embedding_module(model, "word_embeddings").weight[:, hidden])
@@ -360,29 +366,19 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
 
     for i, layer in enumerate(base.layers):
         src = lambda name: adapter.layer_module(model, i, name)  # noqa: E731
-        heads = plan.heads[i]
+        heads = torch.as_tensor(plan.heads[i], dtype=torch.long, device=ref.device)
         if len(heads):
-            rows = torch.as_tensor((heads[:, None] * d + np.arange(d)[None, :]).reshape(-1), device=ref.device)
-            head_scale = _t(plan.head_scale, ref)
-            col_scale = None if head_scale is None else head_scale[i][torch.as_tensor(heads, device=ref.device)].repeat_interleave(d)
-            mha_bias = 1.0 if plan.mha_bias_scale is None else float(plan.mha_bias_scale[i])
+            rows = (heads[:, None] * d + torch.arange(d, device=ref.device)[None, :]).reshape(-1)
             for name in ("q_proj", "k_proj", "v_proj"):
                 _copy_linear(getattr(layer.attention, name), src(name), rows, hidden)
-            o_src = src("o_proj")
-            weight = o_src.weight.detach()[hidden][:, rows]
-            layer.attention.o_proj.weight.copy_(weight * col_scale[None, :] if col_scale is not None else weight)
-            layer.attention.o_proj.bias.copy_(o_src.bias.detach()[hidden] * mha_bias)
+            _copy_linear(layer.attention.o_proj, src("o_proj"), hidden, rows,
+                         col_scale=head_scale[i][heads].repeat_interleave(d), bias_scale=float(mha_bias[i]))
         _copy_norm(layer.attention_norm, src("attention_norm"), hidden, h_kept_scale)
-        neurons = plan.ffn[i]
+        neurons = torch.as_tensor(plan.ffn[i], dtype=torch.long, device=ref.device)
         if len(neurons):
-            cols = torch.as_tensor(neurons, dtype=torch.long, device=ref.device)
-            ffn_scale = _t(plan.ffn_scale, ref)
-            ffn_bias = 1.0 if plan.ffn_bias_scale is None else float(plan.ffn_bias_scale[i])
-            _copy_linear(layer.mlp.up_proj, src("up_proj"), cols, hidden)
-            down = src("down_proj")
-            weight = down.weight.detach()[hidden][:, cols]
-            layer.mlp.down_proj.weight.copy_(weight * ffn_scale[i][cols][None, :] if ffn_scale is not None else weight)
-            layer.mlp.down_proj.bias.copy_(down.bias.detach()[hidden] * ffn_bias)
+            _copy_linear(layer.mlp.up_proj, src("up_proj"), neurons, hidden)
+            _copy_linear(layer.mlp.down_proj, src("down_proj"), hidden, neurons,
+                         col_scale=ffn_scale[i][neurons], bias_scale=float(ffn_bias[i]))
         _copy_norm(layer.mlp_norm, src("mlp_norm"), hidden, h_kept_scale)
 
     pooler = adapter.pooler_module(model)
@@ -394,8 +390,7 @@ def build_pruned_model(model: PreTrainedModel, plan: KeepPlan) -> PreTrainedMode
         out_src = model.get_submodule(head.out_proj)
         col_scale = None if head.per_token else h_kept_scale
         _copy_linear(pruned.classifier.out_proj, out_src, None, hidden, col_scale=col_scale)
-    pruned.eval() if not model.training else pruned.train()
-    return pruned
+    return pruned.train(model.training)
 
 
 def size_report(dense: EncoderShape, shape: EncoderShape, seq_len: int = 128) -> dict:
