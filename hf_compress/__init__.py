@@ -4,9 +4,18 @@ Importing this package registers the pruned-model config and classes with the tr
 so ``AutoModelForSequenceClassification.from_pretrained(pruned_dir)`` works after ``import hf_compress``.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from .vtrans import (
+    PrunedDecoderConfig,
+    PrunedDecoderForCausalLM,
+    PrunedDecoderModel,
     PrunedEncoderConfig,
     PrunedEncoderForSequenceClassification,
     PrunedEncoderForTokenClassification,
@@ -22,8 +31,12 @@ AutoConfig.register(PrunedEncoderConfig.model_type, PrunedEncoderConfig, exist_o
 AutoModel.register(PrunedEncoderConfig, PrunedEncoderModel, exist_ok=True)
 AutoModelForSequenceClassification.register(PrunedEncoderConfig, PrunedEncoderForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(PrunedEncoderConfig, PrunedEncoderForTokenClassification, exist_ok=True)
+AutoConfig.register(PrunedDecoderConfig.model_type, PrunedDecoderConfig, exist_ok=True)
+AutoModel.register(PrunedDecoderConfig, PrunedDecoderModel, exist_ok=True)
+AutoModelForCausalLM.register(PrunedDecoderConfig, PrunedDecoderForCausalLM, exist_ok=True)
 
 __all__ = [
+    "PrunedDecoderConfig", "PrunedDecoderForCausalLM", "PrunedDecoderModel",
     "PrunedEncoderConfig", "PrunedEncoderForSequenceClassification", "PrunedEncoderForTokenClassification",
     "PrunedEncoderModel", "attach_gates", "detach_gates", "materialize", "__version__",
 ]

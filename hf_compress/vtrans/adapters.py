@@ -77,6 +77,7 @@ class EncoderAdapter:
     mlp_norm: str
     read_dims: Callable[[PretrainedConfig], EncoderDims]
     heads: dict[str, TaskHead] = field(default_factory=dict)
+    kind: str = "encoder"
     pooler: str | None = None  # base model's pooler projection (its output keeps the original width)
     position_style: str = "absolute"  # "roberta": positions start after padding_idx
 
@@ -178,7 +179,7 @@ _BERT_LAYOUT = dict(
 _ADAPTERS: dict[str, EncoderAdapter] = {}
 
 
-def register_adapter(adapter: EncoderAdapter) -> None:
+def register_adapter(adapter) -> None:
     """Make an architecture prunable (keyed by each of its ``model_type`` values)."""
     for model_type in adapter.model_types:
         _ADAPTERS[model_type] = adapter
@@ -240,24 +241,42 @@ register_adapter(
 )
 
 
+from .decoder_adapters import GPT2, LLAMA_LAYOUT, DecoderAdapter, llama_layout_problems  # noqa: E402
+
+register_adapter(LLAMA_LAYOUT)
+register_adapter(GPT2)
+
+_ALREADY_PRUNED = ("vtrans_encoder", "vtrans_decoder")
+
+
 def supported_model_types() -> list[str]:
     return sorted(_ADAPTERS)
 
 
-def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> EncoderAdapter:
-    """The adapter for a model (or config); a clear error when there is none."""
+def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> EncoderAdapter | DecoderAdapter:
+    """The adapter for a model (or config); a clear error when there is none.
+
+    Decoders that are not registered by name but have the LLaMA layout (q/k/v/o_proj, gate/up/down_proj,
+    input / post-attention norms, GQA from the config) are recognised from their modules.
+    """
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
-    if model_type == "vtrans_encoder":
+    if model_type in _ALREADY_PRUNED:
         raise UnsupportedModelError(
-            "This model was already pruned by hf-compress (model_type 'vtrans_encoder'). Prune the original "
+            f"This model was already pruned by hf-compress (model_type {model_type!r}). Prune the original "
             "dense model again at the smaller budget instead of pruning a pruned model."
         )
-    if model_type not in _ADAPTERS:
-        raise UnsupportedModelError(
-            f"hf-compress has no VTrans adapter for model_type {model_type!r}. Supported: "
-            f"{', '.join(supported_model_types())}. To add a family, register an EncoderAdapter naming its "
-            f"embedding, attention (q/k/v/o), FFN (up/down) and LayerNorm modules "
-            f"(hf_compress.vtrans.adapters.register_adapter)."
-        )
-    return _ADAPTERS[model_type]
+    if model_type in _ADAPTERS:
+        return _ADAPTERS[model_type]
+    problems = ["a model (not only a config) to inspect"]
+    if isinstance(model_or_config, nn.Module):
+        problems = llama_layout_problems(model_or_config)
+        if not problems:
+            return LLAMA_LAYOUT
+    raise UnsupportedModelError(
+        f"hf-compress has no VTrans adapter for model_type {model_type!r}. Supported by name: "
+        f"{', '.join(supported_model_types())}; decoders with the LLaMA layout are recognised from their modules, "
+        f"but this model lacks {', '.join(problems[:6])}. To add a family, register an EncoderAdapter or "
+        f"DecoderAdapter naming its embedding, attention (q/k/v/o), FFN and norm modules "
+        f"(hf_compress.vtrans.adapters.register_adapter)."
+    )

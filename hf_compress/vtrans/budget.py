@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .decoder_budget import DecoderShape
+
 
 @dataclass
 class EncoderShape:
@@ -70,6 +72,8 @@ def _head_flops(shape: EncoderShape, h: Any, seq_len: int) -> Any:
 
 def layer_params(shape: EncoderShape) -> int:
     """Parameters of the transformer layers alone (the quantity ``target_sparsity`` refers to)."""
+    if isinstance(shape, DecoderShape):
+        return shape.layer_params()
     h, d = shape.hidden_size, shape.head_dim
     return sum(
         _layer_params(h, n, d, f, int(n > 0), int(f > 0)) for n, f in zip(shape.num_heads, shape.intermediate_sizes)
@@ -78,6 +82,8 @@ def layer_params(shape: EncoderShape) -> int:
 
 def count_params(shape: EncoderShape) -> dict[str, int]:
     """Exact parameter counts: embeddings, layers, head and total."""
+    if isinstance(shape, DecoderShape):
+        return shape.count_params()
     h = shape.hidden_size
     counts = {"embeddings": _embedding_params(shape, h), "layers": layer_params(shape), "head": _head_params(shape, h)}
     counts["total"] = sum(counts.values())
@@ -86,6 +92,8 @@ def count_params(shape: EncoderShape) -> dict[str, int]:
 
 def count_flops(shape: EncoderShape, seq_len: int = 128) -> int:
     """Matmul FLOPs of one forward pass over one sequence of ``seq_len`` tokens."""
+    if isinstance(shape, DecoderShape):
+        return shape.count_flops(seq_len)
     h, d = shape.hidden_size, shape.head_dim
     layers = sum(
         _layer_flops(h, n, d, f, int(n > 0), int(f > 0), seq_len)
@@ -97,7 +105,7 @@ def count_flops(shape: EncoderShape, seq_len: int = 128) -> int:
 METRICS = ("layer_params", "total_params", "flops")
 
 
-def measure(shape: EncoderShape, metric: str, seq_len: int = 128) -> int:
+def measure(shape: EncoderShape | DecoderShape, metric: str, seq_len: int = 128) -> int:
     if metric == "layer_params":
         return layer_params(shape)
     if metric == "total_params":
@@ -109,6 +117,8 @@ def measure(shape: EncoderShape, metric: str, seq_len: int = 128) -> int:
 
 def smallest_shape(shape: EncoderShape, min_hidden: int = 1) -> EncoderShape:
     """The smallest model a spec can express: every sub-layer removed, ``min_hidden`` hidden dims."""
+    if isinstance(shape, DecoderShape):
+        return shape.smallest(min_hidden)
     n = shape.num_layers
     return replace(shape, hidden_size=min_hidden, num_heads=[0] * n, intermediate_sizes=[0] * n)
 
@@ -180,6 +190,8 @@ def resolve_budget(
 
 def expected_size(dense_shape: EncoderShape, gates, metric: str, seq_len: int = 128) -> torch.Tensor:
     """Differentiable expected size from the gates' keep probabilities (same formulas as the exact count)."""
+    if isinstance(dense_shape, DecoderShape):
+        return dense_shape.expected(gates, metric, seq_len)
     ek = {name: gates.expected_keep(name) for name in ("hidden", "heads", "ffn", "mha", "ffn_layer")}
     n = dense_shape.num_layers
     h = ek["hidden"].sum() if ek["hidden"] is not None else dense_shape.hidden_size

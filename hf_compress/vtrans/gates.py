@@ -95,7 +95,8 @@ class VIBGates(nn.Module):
     #: group name -> what it gates (for logs and errors)
     GROUPS = {
         "hidden": "shared hidden / embedding dimension",
-        "heads": "attention heads (per layer)",
+        "heads": "attention (query) heads (per layer)",
+        "kv_groups": "key/value head groups of grouped-query attention (per layer)",
         "ffn": "FFN intermediate neurons (per layer)",
         "mha": "whole attention sub-layers",
         "ffn_layer": "whole FFN sub-layers",
@@ -112,14 +113,19 @@ class VIBGates(nn.Module):
         init_log_sigma2: float = -9.0,
         temperature: float = 10.0,
         relative: bool = False,
+        num_kv_heads: int | None = None,
     ) -> None:
         super().__init__()
+        num_kv_heads = num_kv_heads or num_heads
+        if "kv_groups" in groups and (num_kv_heads == num_heads or num_heads % num_kv_heads):
+            groups = tuple(g for g in groups if g != "kv_groups")  # no groups to gate without GQA
         unknown = set(groups) - set(self.GROUPS)
         if unknown:
             raise ValueError(f"Unknown gate groups {sorted(unknown)}; choose from {list(self.GROUPS)}.")
         shapes = {
             "hidden": (hidden_size,),
             "heads": (num_layers, num_heads),
+            "kv_groups": (num_layers, num_kv_heads),
             "ffn": (num_layers, intermediate_size),
             "mha": (num_layers,),
             "ffn_layer": (num_layers,),
@@ -142,6 +148,7 @@ class VIBGates(nn.Module):
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
         self.intermediate_size = intermediate_size
         self._current: dict[str, torch.Tensor] = {}
         self.frozen = False  # when True, forward uses the deterministic (thresholded) gates
@@ -161,6 +168,12 @@ class VIBGates(nn.Module):
         survive), so masked and materialized outputs agree.
         """
         current = {name: gate.deterministic() for name, gate in self.groups.items()}
+        if "kv_groups" in current and "heads" in current:  # a query head needs its KV group, and vice versa
+            group_size = self.num_heads // self.num_kv_heads
+            heads_on = (current["heads"] != 0) & (current["kv_groups"] != 0).repeat_interleave(group_size, dim=-1)
+            current["heads"] = current["heads"] * heads_on.to(current["heads"].dtype)
+            groups_on = heads_on.unflatten(-1, (self.num_kv_heads, group_size)).any(-1)
+            current["kv_groups"] = current["kv_groups"] * groups_on.to(current["kv_groups"].dtype)
         for sublayer, units in (("mha", "heads"), ("ffn_layer", "ffn")):
             if units in current:
                 alive = (current[units] != 0).any(-1).to(current[units].dtype)

@@ -18,15 +18,20 @@ from transformers import PreTrainedModel
 
 from .adapters import EncoderAdapter, get_adapter
 from .budget import EncoderShape
+from .decoder_adapters import DecoderAdapter
+from .decoder_budget import DecoderShape
+from .decoder_masking import install_decoder_hooks
 from .gates import VIBGates
 
 GATES_ATTR = "vtrans_gates"
 _HANDLES_ATTR = "_vtrans_hook_handles"
 
 
-def dense_shape(model: PreTrainedModel, adapter: EncoderAdapter | None = None) -> EncoderShape:
-    """The :class:`EncoderShape` of an unpruned model, including its task head."""
+def dense_shape(model: PreTrainedModel, adapter: EncoderAdapter | DecoderAdapter | None = None) -> EncoderShape | DecoderShape:
+    """The :class:`EncoderShape` (or :class:`DecoderShape`) of an unpruned model, including its task head."""
     adapter = adapter or get_adapter(model)
+    if adapter.kind == "decoder":
+        return decoder_dense_shape(model, adapter)
     dims = adapter.read_dims(model.config)
     task, head = adapter.task_head(model)
     return EncoderShape(
@@ -41,6 +46,28 @@ def dense_shape(model: PreTrainedModel, adapter: EncoderAdapter | None = None) -
         num_labels=model.config.num_labels if task != "base" else 0,
         per_token_head=head.per_token,
         pooler_size=dims.hidden_size if adapter.pooler_module(model) is not None else 0,
+    )
+
+
+def decoder_dense_shape(model: PreTrainedModel, adapter: DecoderAdapter) -> DecoderShape:
+    dims = adapter.dims(model)
+    n = dims.num_layers
+    positions = adapter.module(model, "embed_positions")
+    return DecoderShape(
+        vocab_size=dims.vocab_size,
+        hidden_size=dims.hidden_size,
+        head_dim=dims.head_dim,
+        num_heads=[dims.num_heads] * n,
+        num_kv_heads=[dims.num_kv_heads] * n,
+        intermediate_sizes=[dims.intermediate_size] * n,
+        gated_mlp=adapter.gate_proj is not None,
+        attention_bias=dims.attention_bias,
+        o_proj_bias=dims.o_proj_bias,
+        mlp_bias=dims.mlp_bias,
+        norm_bias=adapter.style == "gpt2",
+        learned_positions=positions.num_embeddings if positions is not None else 0,
+        tie_word_embeddings=dims.tie_word_embeddings,
+        lm_head=adapter.task(model) != "base",
     )
 
 
@@ -74,7 +101,7 @@ def _scale_input(gates: VIBGates, group: str, layer: int | None, per_head_dim: i
 
 def attach_gates(
     model: PreTrainedModel,
-    groups: tuple[str, ...] = ("hidden", "heads", "ffn", "mha", "ffn_layer"),
+    groups: tuple[str, ...] = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer"),
     init_mu: float = 1.0,
     init_log_sigma2: float = -9.0,
     temperature: float = 10.0,
@@ -84,8 +111,13 @@ def attach_gates(
     if get_gates(model) is not None:
         raise ValueError("This model already has VTrans gates attached; call detach_gates(model) first.")
     adapter = get_adapter(model)
-    dims = adapter.read_dims(model.config)
-    _, head = adapter.task_head(model)
+    if adapter.kind == "decoder":
+        dims = adapter.dims(model)
+        adapter.task(model)  # refuses heads it cannot prune
+        head = None
+    else:
+        dims = adapter.read_dims(model.config)
+        _, head = adapter.task_head(model)
     gates = VIBGates(
         num_layers=dims.num_layers,
         hidden_size=dims.hidden_size,
@@ -96,6 +128,7 @@ def attach_gates(
         init_log_sigma2=init_log_sigma2,
         temperature=temperature,
         relative=relative,
+        num_kv_heads=getattr(dims, "num_kv_heads", None),
     )
     param = next(model.parameters())
     gates.to(device=param.device)
@@ -103,6 +136,10 @@ def attach_gates(
     setattr(model, GATES_ATTR, gates)
 
     handles = [model.register_forward_pre_hook(lambda module, args: gates.refresh())]
+    if adapter.kind == "decoder":
+        handles += install_decoder_hooks(model, adapter, gates)
+        setattr(model, _HANDLES_ATTR, handles)
+        return gates
     handles.append(adapter.embedding_module(model, "embeddings_norm").register_forward_hook(_scale_output(gates, "hidden", None)))
     for i in range(dims.num_layers):
         module = lambda name: adapter.layer_module(model, i, name)  # noqa: E731

@@ -418,14 +418,22 @@ def materialize(
     round_to: int | None = None,
     plan: KeepPlan | None = None,
     fill_to_budget: bool = True,
+    uniform: bool = False,
 ) -> PreTrainedModel:
     """A physically smaller copy of a gated ``model`` (gates folded in) that meets ``budget``.
 
-    The result is a ``PrunedEncoder*`` model whose config records the dense/pruned figures in
-    ``config.pruning_report``.
+    Encoders become ``PrunedEncoder*`` models, decoder LMs ``PrunedDecoderForCausalLM`` (or, with
+    ``uniform=True`` and the LLaMA layout, a model of the original family with a native config). The config
+    records the dense/pruned figures in ``config.pruning_report``.
     """
     adapter = get_adapter(model)
     dense = dense_shape(model, adapter)
+    if adapter.kind == "decoder":
+        from .decoder_materialize import materialize_decoder
+
+        return materialize_decoder(model, adapter, dense, budget, round_to, plan, fill_to_budget, uniform)
+    if uniform:
+        raise ValueError("uniform=True applies to decoder LMs (it saves a native config); encoders keep per-layer shapes.")
     if plan is None:
         gates = get_gates(model)
         if gates is None:

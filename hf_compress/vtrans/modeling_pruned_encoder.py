@@ -17,6 +17,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .checkpoint import PrunedCheckpointError, StrictLoadingMixin  # noqa: F401  (re-exported)
 from .configuration_pruned_encoder import PrunedEncoderConfig
 
 
@@ -120,51 +121,13 @@ class PrunedEncoderLayer(nn.Module):
         return self.mlp_norm(hidden_states)
 
 
-class PrunedCheckpointError(ValueError):
-    """A pruned checkpoint whose weights disagree with its config (corrupt, truncated or mixed up)."""
-
-
-class PrunedEncoderPreTrainedModel(PreTrainedModel):
+class PrunedEncoderPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     config_class = PrunedEncoderConfig
     config: PrunedEncoderConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = False
     _no_split_modules = ["PrunedEncoderLayer"]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """``PreTrainedModel.from_pretrained`` that refuses, instead of re-initializing, encoder weights that
-        are missing or shaped unlike the per-layer sizes in config.json."""
-        want_info = kwargs.pop("output_loading_info", False)
-        fix = (
-            "The checkpoint is corrupt or its config.json belongs to a different pruned model: re-save the model "
-            "with save_pretrained (or re-run the pruning) so weights and config come from the same model."
-        )
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-            )
-        except RuntimeError as err:
-            if "mismatch" in str(err):
-                raise PrunedCheckpointError(
-                    f"{pretrained_model_name_or_path}: weight shapes disagree with config.json. {fix}"
-                ) from err
-            raise
-        except Exception as err:
-            if type(err).__module__.startswith("safetensors") or "deserializ" in str(err).lower():
-                raise PrunedCheckpointError(
-                    f"{pretrained_model_name_or_path}: model.safetensors cannot be read ({err}). {fix}"
-                ) from err
-            raise
-        missing = [k for k in info.get("missing_keys", []) if not k.startswith("classifier.")]
-        mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])]
-        mismatched = [k for k in mismatched if not str(k).startswith("classifier.")]
-        if missing or mismatched:
-            raise PrunedCheckpointError(
-                f"{pretrained_model_name_or_path}: encoder weights missing {sorted(missing)[:6]} or mis-shaped "
-                f"{sorted(mismatched)[:6]} for the sizes in config.json. {fix}"
-            )
-        return (model, info) if want_info else model
+    _optional_missing_prefixes = ("classifier.",)  # a new task head on a pruned base model
 
 
 class PrunedEncoderModel(PrunedEncoderPreTrainedModel):
