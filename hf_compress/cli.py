@@ -184,6 +184,7 @@ COMMANDS = {
     "vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget",
     "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO",
     "pull": "download a model repo into a folder: pull REPO [--revision REV] [--local_dir DIR]",
+    "probe": "attention-probing report (special / current / rest per head, dense vs pruned): probe MODEL --output DIR",
 }
 
 
@@ -223,6 +224,30 @@ def run_pull(argv: list[str]) -> int:
     return 0
 
 
+def run_probe(argv: list[str]) -> int:
+    import argparse
+
+    from model_cards.probe_report import write_probe_report
+
+    parser = argparse.ArgumentParser(prog="hf-compress probe", description=COMMANDS["probe"])
+    parser.add_argument("model", help="model folder (pruned or dense) or Hub id")
+    parser.add_argument("--data", default="sst2", help="'sst2' or a .txt/.csv/.tsv/.json/.jsonl file of sentences")
+    parser.add_argument("--output", required=True, help="folder for probe_report.md and its figures")
+    parser.add_argument("--dense", default=None, help="dense model the pruned one came from (default: from its config)")
+    parser.add_argument("--max_examples", type=int, default=64, help="sentences to probe")
+    parser.add_argument("--max_length", type=int, default=64, help="maximum tokens per sentence")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--text_column", default="sentence", help="text column of a .csv/.tsv/.json(l) file")
+    args = parser.parse_args(argv)
+    result = write_probe_report(
+        args.model, args.output, data=args.data, dense_path=args.dense, max_examples=args.max_examples,
+        max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column,
+    )
+    rho = "" if result.level is None else f" (Spearman, {result.level} level: {result.spearman})"
+    print(f"wrote {result.path}{rho}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -239,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_push(argv[1:])
         if argv[0] == "pull":
             return run_pull(argv[1:])
+        if argv[0] == "probe":
+            return run_probe(argv[1:])
         script, args = parse_vtrans_args(argv[1:])
         _print_summary(run_vtrans(script, args))
     except (FileNotFoundError, ValueError) as err:  # bad input: say what and how to fix, no traceback
