@@ -445,6 +445,7 @@ def materialize(
     pruned = build_pruned_model(model, plan)
     report = size_report(dense, plan.shape(dense), budget.seq_len if budget else 128)
     report["hidden_index"] = [int(i) for i in plan.hidden]  # kept original dims (for distillation, probing)
+    report["head_index"] = [[int(h) for h in heads] for heads in plan.heads]  # kept original heads per layer
     if budget is not None:
         report["budget"] = budget.summary(plan.shape(dense))
         report["budget"]["description"] = budget.description
