@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 from types import SimpleNamespace
 
@@ -296,6 +297,7 @@ def smollm2(tmp_path_factory):
             os.environ.pop(lm.CACHE_ENV, None)
         else:
             os.environ[lm.CACHE_ENV] = previous
+        shutil.rmtree(cache, ignore_errors=True)  # 0.5 GB; pytest would keep it among its last 3 basetemps
 
 
 @pytest.mark.slow
