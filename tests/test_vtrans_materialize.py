@@ -467,18 +467,22 @@ def test_truncated_safetensors_raises(saved_pruned):
 # ------------------------------------------------------------------------------------------------
 # unsupported / already pruned / misuse
 # ------------------------------------------------------------------------------------------------
-def test_gpt2_is_unsupported_with_list_of_supported_types():
+def test_unsupported_model_gets_list_of_supported_types():
+    from transformers import OPTConfig, OPTModel
+
     torch.manual_seed(0)
-    gpt2 = GPT2Model(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32))
+    opt = OPTModel(OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                             word_embed_proj_dim=32, max_position_embeddings=32))
     for call in (attach_gates, dense_shape, materialize):
         with pytest.raises(UnsupportedModelError) as err:
-            call(gpt2)
+            call(opt)
         message = str(err.value)
-        assert "'gpt2'" in message
+        assert "'opt'" in message
         for model_type in supported_model_types():
             assert model_type in message
-        assert {"bert", "roberta", "distilbert"} <= set(supported_model_types())
-    assert get_gates(gpt2) is None
+        assert "config.rms_norm_eps" in message and "<base>.layers" in message  # what the layout detection looked for
+        assert {"bert", "roberta", "distilbert", "gpt2", "llama"} <= set(supported_model_types())
+    assert get_gates(opt) is None
     assert isinstance(err.value, ValueError)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 VARIANTS = ("vtrans", "fast", "faster")
-GATE_GROUPS = ("hidden", "heads", "ffn", "mha", "ffn_layer")
+GATE_GROUPS = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")  # kv_groups: GQA decoders only
 _DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.03}
 
 
@@ -40,6 +40,11 @@ class VTransTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Round kept hidden size and FFN widths to a multiple of this (e.g. 8 or 64)."}
     )
 
+    uniform: bool = field(
+        default=False,
+        metadata={"help": "Decoder LMs: keep the same shape in every layer; LLaMA-layout models are then saved with "
+                  "their family's own config (stock transformers loads them without hf-compress)."},
+    )
     fill_to_budget: bool = field(
         default=True,
         metadata={"help": "Re-admit the best-scoring pruned units while they fit, so the budget is used, not undershot."},
@@ -99,6 +104,9 @@ class VTransTrainingArguments(TrainingArguments):
     kl_weight: float = field(default=1e-6, metadata={"help": "Overall weight of the VIB KL term."})
     kl_weight_hidden: float = field(default=30.0, metadata={"help": "Relative KL weight of hidden dimensions."})
     kl_weight_heads: float = field(default=64.0, metadata={"help": "Relative KL weight of attention heads."})
+    kl_weight_kv_groups: float = field(
+        default=128.0, metadata={"help": "Relative KL weight of whole KV groups (grouped-query attention)."}
+    )
     kl_weight_ffn: float = field(default=1.0, metadata={"help": "Relative KL weight of FFN neurons."})
     kl_weight_sublayers: float = field(default=1.0, metadata={"help": "Relative KL weight of whole sub-layers."})
     sparsity_warmup_ratio: float = field(
@@ -156,6 +164,7 @@ class VTransTrainingArguments(TrainingArguments):
         return {
             "hidden": self.kl_weight * self.kl_weight_hidden,
             "heads": self.kl_weight * self.kl_weight_heads,
+            "kv_groups": self.kl_weight * self.kl_weight_kv_groups,
             "ffn": self.kl_weight * self.kl_weight_ffn,
             "mha": self.kl_weight * self.kl_weight_sublayers,
             "ffn_layer": self.kl_weight * self.kl_weight_sublayers,

@@ -17,6 +17,8 @@ from transformers import PreTrainedModel, Trainer
 from hf_compress.vtrans.budget import LagrangianTerm, expected_size, measure, resolve_budget
 from hf_compress.vtrans.masking import attach_gates, dense_shape, get_gates
 from hf_compress.vtrans.materialize import materialize as materialize_model
+from hf_compress.vtrans.decoder_budget import DecoderShape
+from hf_compress.vtrans.decoder_materialize import select_decoder_units
 from hf_compress.vtrans.materialize import gate_decisions, select_units
 
 from .vtrans_config import VTransTrainingArguments
@@ -62,6 +64,12 @@ def _without_hidden_states(outputs):
     return outputs.__class__(**{k: v for k, v in outputs.items() if k != "hidden_states"})
 
 
+def _no_cache(model) -> dict:
+    """Training forward passes of decoder LMs need no KV cache."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
+
+
 def _constant(step: int) -> float:
     return 1.0
 
@@ -80,6 +88,7 @@ class DistillationMixin:
 
     def _teacher_outputs(self, inputs: dict) -> object:
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        teacher_inputs.update(_no_cache(self.teacher_model))
         with torch.no_grad():
             return self.teacher_model(**teacher_inputs, output_hidden_states=True)
 
@@ -97,6 +106,14 @@ class DistillationMixin:
             s, t = student_out.logits, teacher_out.logits
             if s.shape[-1] == 1:
                 kd = F.mse_loss(s, t)
+            elif s.dim() == 3:  # per-token logits (LMs, token classification): mean KL over real tokens
+                per_token = F.kl_div(F.log_softmax(s.float() / T, -1), F.log_softmax(t.float() / T, -1),
+                                     reduction="none", log_target=True).sum(-1)
+                if attention_mask is not None:
+                    mask = attention_mask.to(per_token.dtype)
+                    kd = (per_token * mask).sum() / mask.sum().clamp_min(1.0) * T * T
+                else:
+                    kd = per_token.mean() * T * T
             else:
                 kd = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
             terms["distill_logits"] = args.distill_logits_weight * kd
@@ -225,7 +242,7 @@ class VTransTrainer(DistillationMixin, Trainer):
     # -- objective -----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         need_hidden = self.teacher_model is not None and self.args.distill_hidden_weight > 0
-        outputs = model(**inputs, output_hidden_states=need_hidden)
+        outputs = model(**inputs, output_hidden_states=need_hidden, **_no_cache(model))
         terms: dict[str, torch.Tensor] = {}
         if outputs.loss is not None:
             terms["task"] = self.args.task_loss_weight * outputs.loss if self.teacher_model is not None else outputs.loss
@@ -269,7 +286,8 @@ class VTransTrainer(DistillationMixin, Trainer):
 
     def realised_size_ratio(self) -> float:
         """Size (in the budget's metric) of what the gates' thresholded decisions keep, relative to dense."""
-        shape = select_units(self.dense_shape, gate_decisions(self._gates), {}, budget=None).shape(self.dense_shape)
+        select = select_decoder_units if isinstance(self.dense_shape, DecoderShape) else select_units
+        shape = select(self.dense_shape, gate_decisions(self._gates), {}, budget=None).shape(self.dense_shape)
         return measure(shape, self.budget.metric, self.budget.seq_len) / self.budget.dense
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -308,7 +326,8 @@ class VTransTrainer(DistillationMixin, Trainer):
             return self.pruned_model
         model = self.accelerator.unwrap_model(self.model)
         pruned = materialize_model(
-            model, budget=self.budget, round_to=self.args.round_to, fill_to_budget=self.args.fill_to_budget
+            model, budget=self.budget, round_to=self.args.round_to, fill_to_budget=self.args.fill_to_budget,
+            uniform=self.args.uniform,
         )
         report = pruned.config.pruning_report
         logger.info(
@@ -365,17 +384,16 @@ class PrunedModelTrainer(DistillationMixin, Trainer):
         self._prepare_teacher(teacher_model)
         self.hidden_index = hidden_index
         config = model.config
-        self.alive = [
-            i
-            for i in range(config.num_hidden_layers)
-            if config.num_attention_heads_per_layer[i] > 0 or config.intermediate_size_per_layer[i] > 0
-        ] or list(range(config.num_hidden_layers))
+        n = config.num_hidden_layers
+        heads = getattr(config, "num_attention_heads_per_layer", None) or [1] * n  # native uniform configs: all alive
+        widths = getattr(config, "intermediate_size_per_layer", None) or [1] * n
+        self.alive = [i for i in range(n) if heads[i] > 0 or widths[i] > 0] or list(range(n))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.teacher_model is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         need_hidden = self.args.distill_hidden_weight > 0
-        outputs = model(**inputs, output_hidden_states=need_hidden)
+        outputs = model(**inputs, output_hidden_states=need_hidden, **_no_cache(model))
         terms = {"task": self.args.task_loss_weight * outputs.loss} if outputs.loss is not None else {}
         terms.update(
             self.distillation_terms(
