@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -169,3 +170,55 @@ class VTransTrainingArguments(TrainingArguments):
             "mha": self.kl_weight * self.kl_weight_sublayers,
             "ffn_layer": self.kl_weight * self.kl_weight_sublayers,
         }
+
+
+@dataclass
+class LoRARecoveryArguments(TrainingArguments):
+    """``TrainingArguments`` of post-pruning LoRA recovery (:func:`hf_compress.vtrans.recovery.recover_with_lora`).
+
+    Defaults follow TVA-Prune's recovery of a pruned LLM: LoRA on every attention / FFN projection, trained with
+    the causal-LM loss plus a light logits KL to the dense teacher (T = 2, weight 0.01) and a strong hidden-state
+    distillation (0.9) on the kept hidden dims, which pulls the pruned residual stream back to the dense one.
+    The LoRA fields are named as in trl's ``ModelConfig`` (``lora_r``, ``lora_alpha``, ``lora_dropout``,
+    ``lora_target_modules``); pass a full ``peft.LoraConfig`` to ``recover_with_lora`` to override them all.
+    """
+
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "Learning rate of the LoRA weights (LLM-Pruner's LoRA recovery uses 1e-4)."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names to adapt (default: every attention and FFN projection the pruned model kept, "
+                  "found from its structure by hf_compress.vtrans.recovery.lora_target_modules)."},
+    )
+    adapter_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the adapter alone is saved before merging (default: output_dir/adapter)."},
+    )
+    task_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the causal-LM loss (labels)."})
+    distill_logits_weight: float = field(default=0.01, metadata={"help": "Weight of the logits KL to the teacher."})
+    distill_hidden_weight: float = field(
+        default=0.9, metadata={"help": "Weight of the layer-mapped hidden-state MSE to the teacher (kept dims)."}
+    )
+    distill_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logits distillation."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be a positive integer, got {self.lora_r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}.")
+        weights = {"task_loss_weight": self.task_loss_weight, "distill_logits_weight": self.distill_logits_weight,
+                   "distill_hidden_weight": self.distill_hidden_weight}
+        negative = [name for name, value in weights.items() if value < 0]
+        if negative:
+            raise ValueError(f"Loss weights must be >= 0 (got negative {', '.join(negative)}).")
+
+    @property
+    def resolved_adapter_dir(self) -> str:
+        return self.adapter_dir or os.path.join(self.output_dir, "adapter")
