@@ -312,3 +312,20 @@ def test_pruning_a_pruned_decoder_is_refused():
     pruned = materialize(model)
     with pytest.raises(UnsupportedModelError, match="already pruned"):
         attach_gates(pruned)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_magnitude_baseline_meets_budget(kind):
+    from hf_compress.vtrans.baselines import magnitude_importance, prune_by_scores
+
+    model = tiny_decoder(kind)
+    scores = magnitude_importance(model)
+    assert scores["heads"].shape == (3, 6 if kind == "llama" else 4)
+    assert ("kv_groups" in scores) == (kind == "llama")
+    budget = resolve_budget(dense_shape(model), target_sparsity=0.3)
+    pruned = prune_by_scores(model, scores, budget)
+    report = pruned.config.pruning_report
+    assert report["method"] == "magnitude" and report["budget"]["realised"] <= budget.target
+    assert report["params_pruned"]["total"] == sum(p.numel() for p in pruned.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(pruned(inputs()).logits).all()

@@ -61,3 +61,67 @@ def taylor_prune(
     pruned = materialize(model, budget=budget, plan=plan)
     pruned.config.pruning_report["method"] = "taylor"
     return pruned
+
+
+@torch.no_grad()
+def magnitude_importance(model: PreTrainedModel) -> dict[str, np.ndarray]:
+    """Per-unit L2 norm of the weights that belong to each unit (structured magnitude pruning, decoder LMs).
+
+    A hidden dim owns its embedding column and the matching input columns / output rows of every projection;
+    a query head its q rows and o columns; a KV group its k and v rows; an FFN neuron its gate / up rows and
+    down column. Whole sub-layers score the sum of their units (selection never ranks them below their best
+    unit anyway).
+    """
+    from .adapters import get_adapter
+
+    adapter = get_adapter(model)
+    if adapter.kind != "decoder":
+        raise ValueError("magnitude_importance scores decoder LMs; use taylor_importance for encoders.")
+    dims = adapter.dims(model)
+    n, d, gs = dims.num_layers, dims.head_dim, dims.heads_per_group
+    hidden_sq = adapter.module(model, "embed_tokens").weight.detach().float().pow(2).sum(0)
+    heads = np.zeros((n, dims.num_heads))
+    kv = np.zeros((n, dims.num_kv_heads))
+    ffn = np.zeros((n, dims.intermediate_size))
+    for i in range(n):
+        w = {name: adapter.projection(model, i, name)[0].float() for name in ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")}
+        if adapter.gate_proj is not None:
+            w["gate_proj"] = adapter.projection(model, i, "gate_proj")[0].float()
+        for name in ("q_proj", "k_proj", "v_proj", "up_proj", "gate_proj"):
+            if name in w:
+                hidden_sq += w[name].pow(2).sum(0)
+        hidden_sq += w["o_proj"].pow(2).sum(1) + w["down_proj"].pow(2).sum(1)
+        heads[i] = (w["q_proj"].pow(2).sum(1).view(-1, d).sum(1) + w["o_proj"].pow(2).sum(0).view(-1, d).sum(1)).sqrt().cpu().numpy()
+        kv[i] = (w["k_proj"].pow(2).sum(1) + w["v_proj"].pow(2).sum(1)).view(-1, d).sum(1).sqrt().cpu().numpy()
+        neuron_sq = w["up_proj"].pow(2).sum(1) + w["down_proj"].pow(2).sum(0)
+        if "gate_proj" in w:
+            neuron_sq += w["gate_proj"].pow(2).sum(1)
+        ffn[i] = neuron_sq.sqrt().cpu().numpy()
+    scores = {"hidden": hidden_sq.sqrt().cpu().numpy(), "heads": heads, "ffn": ffn,
+              "mha": heads.sum(1), "ffn_layer": ffn.sum(1)}
+    if dims.num_kv_heads != dims.num_heads:
+        scores["kv_groups"] = kv
+    else:  # without GQA a head owns its own k / v rows
+        scores["heads"] = np.sqrt(heads**2 + kv**2)
+    return scores
+
+
+def prune_by_scores(
+    model: PreTrainedModel, importance: dict[str, np.ndarray], budget: Budget, round_to: int | None = None,
+    uniform: bool = False, method: str = "magnitude",
+) -> PreTrainedModel:
+    """Materialize a decoder LM at ``budget`` keeping its highest-scoring units (scores normalized per kind)."""
+    from .adapters import get_adapter
+    from .decoder_materialize import materialize_decoder, select_decoder_units
+
+    adapter = get_adapter(model)
+    dense = dense_shape(model)
+    normalized = {g: s / max(float(np.mean(s)), 1e-12) for g, s in importance.items()}
+    keep = {g: np.ones_like(s, dtype=bool) for g, s in importance.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = select_decoder_units(dense, keep, normalized, budget, round_to, uniform=uniform,
+                                    heads_divide_hidden=uniform and adapter.style == "llama")
+    pruned = materialize_decoder(model, adapter, dense, budget=budget, plan=plan, uniform=uniform)
+    pruned.config.pruning_report["method"] = method
+    return pruned
