@@ -127,17 +127,19 @@ class DistillationMixin:
             )
             denom = tokens.sum().clamp_min(1.0)
             losses = []
+            def pair_loss(s_h, t_h):
+                if s_h.shape[-1] != t_h.shape[-1]:
+                    s_h = s_h.index_select(-1, hidden_index)
+                return ((s_h - t_h).pow(2) * tokens).sum() / (denom * t_h.shape[-1])
+
             for t_h in teacher_hidden:
                 if hidden_index is not None:
                     t_h = t_h.index_select(-1, hidden_index)
-                pair = []
-                for i in alive_layers:
-                    s_h = student_hidden[i + 1]
-                    if s_h.shape[-1] != t_h.shape[-1]:
-                        s_h = s_h.index_select(-1, hidden_index)
-                    pair.append(((s_h - t_h).pow(2) * tokens).sum() / (denom * t_h.shape[-1]))
-                stacked = torch.stack(pair)
-                losses.append(stacked[int(stacked.detach().argmin())])  # closest student layer (CoFi mapping)
+                # closest student layer (CoFi mapping), chosen without keeping every pair's graph for backward
+                with torch.no_grad():
+                    distances = torch.stack([pair_loss(student_hidden[i + 1], t_h) for i in alive_layers])
+                best = alive_layers[int(distances.argmin())]
+                losses.append(pair_loss(student_hidden[best + 1], t_h))
             terms["distill_hidden"] = args.distill_hidden_weight * torch.stack(losses).mean()
         return terms
 
@@ -185,7 +187,8 @@ class VTransTrainer(DistillationMixin, Trainer):
         )
         if args.variant == "faster":  # Faster-VTrans: only the gates (and the multipliers) learn
             for name, param in model.named_parameters():
-                param.requires_grad_(name.startswith("vtrans_gates."))
+                if not name.startswith("vtrans_gates."):  # (gates frozen on purpose, e.g. decoder hidden mu, stay so)
+                    param.requires_grad_(False)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         self._prepare_teacher(teacher_model)
         self.lagrangian = LagrangianTerm(self.budget)

@@ -26,7 +26,7 @@ def _output_scaler(gates: VIBGates, groups: tuple[tuple[str, int | None], ...]):
         for group, layer in groups:
             z = gates.multiplier(group, layer)
             if z is not None:
-                output = output * z.to(output.dtype)
+                output = output * z.to(device=output.device, dtype=output.dtype)
         return output
 
     return hook
@@ -42,7 +42,7 @@ def _head_scaler(gates: VIBGates, layer: int, head_dim: int, group_size: int):
             z_kv = z_kv.repeat_interleave(group_size)
             z = z_kv if z is None else z * z_kv
         x = args[0]
-        x = (x.unflatten(-1, (-1, head_dim)) * z.to(x.dtype)[:, None]).flatten(-2)
+        x = (x.unflatten(-1, (-1, head_dim)) * z.to(device=x.device, dtype=x.dtype)[:, None]).flatten(-2)
         return (x, *args[1:])
 
     return hook
@@ -51,7 +51,7 @@ def _head_scaler(gates: VIBGates, layer: int, head_dim: int, group_size: int):
 def _input_scaler(gates: VIBGates, group: str, layer: int):
     def hook(module, args):
         z = gates.multiplier(group, layer)
-        return None if z is None else (args[0] * z.to(args[0].dtype), *args[1:])
+        return None if z is None else (args[0] * z.to(device=args[0].device, dtype=args[0].dtype), *args[1:])
 
     return hook
 

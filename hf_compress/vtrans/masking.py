@@ -71,6 +71,17 @@ def decoder_dense_shape(model: PreTrainedModel, adapter: DecoderAdapter) -> Deco
     )
 
 
+def _execution_device(model: nn.Module) -> torch.device:
+    """Where the gates live: the first real device of a dispatched model (``device_map``), else of its weights."""
+    for device in (getattr(model, "hf_device_map", None) or {}).values():
+        if device not in ("disk", "meta"):
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    for param in model.parameters():
+        if param.device.type != "meta":
+            return param.device
+    return next(model.parameters()).device
+
+
 def get_gates(model: nn.Module) -> VIBGates | None:
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
     return getattr(model, GATES_ATTR, None)
@@ -79,7 +90,7 @@ def get_gates(model: nn.Module) -> VIBGates | None:
 def _scale_output(gates: VIBGates, group: str, layer: int | None):
     def hook(module, args, output):
         z = gates.multiplier(group, layer)
-        return output if z is None else output * z.to(output.dtype)
+        return output if z is None else output * z.to(device=output.device, dtype=output.dtype)
 
     return hook
 
@@ -91,9 +102,9 @@ def _scale_input(gates: VIBGates, group: str, layer: int | None, per_head_dim: i
             return None
         x = args[0]
         if per_head_dim is not None:  # [..., heads * head_dim] scaled per head
-            x = (x.unflatten(-1, (-1, per_head_dim)) * z.to(x.dtype)[:, None]).flatten(-2)
+            x = (x.unflatten(-1, (-1, per_head_dim)) * z.to(device=x.device, dtype=x.dtype)[:, None]).flatten(-2)
         else:
-            x = x * z.to(x.dtype)
+            x = x * z.to(device=x.device, dtype=x.dtype)
         return (x, *args[1:])
 
     return hook
@@ -130,8 +141,7 @@ def attach_gates(
         relative=relative,
         num_kv_heads=getattr(dims, "num_kv_heads", None),
     )
-    param = next(model.parameters())
-    gates.to(device=param.device)
+    gates.to(device=_execution_device(model))
     gates.train(model.training)
     setattr(model, GATES_ATTR, gates)
 
