@@ -35,6 +35,16 @@ AutoConfig.register(PrunedDecoderConfig.model_type, PrunedDecoderConfig, exist_o
 AutoModel.register(PrunedDecoderConfig, PrunedDecoderModel, exist_ok=True)
 AutoModelForCausalLM.register(PrunedDecoderConfig, PrunedDecoderForCausalLM, exist_ok=True)
 
+# Saved pruned models carry their own modeling code (auto_map), so environments without hf-compress load them
+# with ``trust_remote_code=True``; with hf-compress imported, the registered classes above are used.
+PrunedEncoderConfig.register_for_auto_class()
+PrunedEncoderModel.register_for_auto_class("AutoModel")
+PrunedEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+PrunedEncoderForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+PrunedDecoderConfig.register_for_auto_class()
+PrunedDecoderModel.register_for_auto_class("AutoModel")
+PrunedDecoderForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
 __all__ = [
     "PrunedDecoderConfig", "PrunedDecoderForCausalLM", "PrunedDecoderModel",
     "PrunedEncoderConfig", "PrunedEncoderForSequenceClassification", "PrunedEncoderForTokenClassification",

@@ -101,3 +101,27 @@ def test_cli_push_and_pull(hub, tmp_path):
     assert (tmp_path / "pulled" / "weights.bin").read_bytes() == (folder / "weights.bin").read_bytes()
     done = subprocess.run(cli + ["push", str(tmp_path), "tester/x"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0 and "config.json" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["decoder", "decoder-uniform"])
+def test_pruned_lm_round_trip_is_bit_identical(hub, tmp_path, kind):
+    pushed = run_client(hub, tmp_path / "home-push", "push", f"tester/{kind}", tmp_path / "pushed.safetensors", 0, kind)
+    pulled = run_client(hub, tmp_path / "home-pull", "pull", f"tester/{kind}", tmp_path / "pulled.safetensors", "-", kind)
+    expected = {"decoder": ("PrunedDecoderForCausalLM", "vtrans_decoder"), "decoder-uniform": ("LlamaForCausalLM", "llama")}
+    assert (pulled["class"], pulled["model_type"]) == expected[kind] == (pushed["class"], pushed["model_type"])
+    a, b = load_file(tmp_path / "pushed.safetensors"), load_file(tmp_path / "pulled.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder", "decoder-uniform"])
+def test_pull_without_hf_compress_installed(hub, tmp_path, kind):
+    """Non-uniform models carry their modeling code (auto_map): trust_remote_code loads them with
+    transformers alone; the uniform LLaMA is a native model and needs no code at all."""
+    pushed = run_client(hub, tmp_path / "home-push", "push", f"tester/{kind}-rc", tmp_path / "pushed.safetensors", 3, kind)
+    pulled = run_client(hub, tmp_path / "home-pull", "pull-without-plugin", f"tester/{kind}-rc",
+                        tmp_path / "pulled.safetensors", kind)
+    assert pulled["class"] == pushed["class"] and pulled["heads"] == pushed["heads"]
+    if kind != "decoder-uniform":
+        assert pulled["module"].startswith("transformers_modules.")  # the pushed code, not hf_compress
+    a, b = load_file(tmp_path / "pushed.safetensors"), load_file(tmp_path / "pulled.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
