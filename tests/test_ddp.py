@@ -12,7 +12,8 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_vtrans_script.py")
 
 
 @pytest.mark.ddp
-def test_vtrans_under_accelerate_launch_two_processes(tmp_path):
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_vtrans_under_accelerate_launch_two_processes(tmp_path, kind):
     launcher = shutil.which("accelerate")
     command = [launcher] if launcher else [sys.executable, "-m", "accelerate.commands.launch"]
     if launcher:
@@ -20,7 +21,7 @@ def test_vtrans_under_accelerate_launch_two_processes(tmp_path):
     # accelerate's --cpu launcher starts a single process; --multi_gpu on a machine without GPUs starts
     # torch.distributed workers that train on CPU with gloo (use_cpu=True in the script)
     command += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                SCRIPT, str(tmp_path)]
+                SCRIPT, str(tmp_path), kind]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
