@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from .budget import Budget, count_flops, count_params, layer_params, measure
@@ -480,24 +481,27 @@ def build_pruned_decoder(model: PreTrainedModel, adapter: DecoderAdapter, plan: 
         )
     sd = pruned_state_dict(model, adapter, plan)
     task = adapter.task(model)
+    # parameters start on the meta device and take the sliced tensors as they are (assign): peak memory is
+    # the dense model plus one pruned copy, not two, which matters when a 7B model barely fits
+    with init_empty_weights(include_buffers=False):
+        if native:
+            if not plan.is_uniform or any(f == 0 for f in shape.intermediate_sizes) or any(q == 0 for q in shape.num_heads):
+                raise ValueError("A native config needs every layer to keep the same, non-empty shape (uniform=True).")
+            config = native_uniform_config(model, adapter, shape)
+            pruned = AutoModelForCausalLM.from_config(config) if task != "base" else type(adapter.base_model(model))(config)
+        else:
+            config = pruned_decoder_config(model, adapter, shape, kv_head_maps(plan, dense.num_heads[0] // dense.num_kv_heads[0]))
+            pruned = PrunedDecoderForCausalLM(config) if task != "base" else PrunedDecoderModel(config)
     if native:
-        if not plan.is_uniform or any(f == 0 for f in shape.intermediate_sizes) or any(q == 0 for q in shape.num_heads):
-            raise ValueError("A native config needs every layer to keep the same, non-empty shape (uniform=True).")
-        config = native_uniform_config(model, adapter, shape)
-        pruned = AutoModelForCausalLM.from_config(config) if task != "base" else type(adapter.base_model(model))(config)
         for old, new in _NATIVE_NAMES.items():
             sd = {k.replace(old, new): v for k, v in sd.items()}
-    else:
-        config = pruned_decoder_config(model, adapter, shape, kv_head_maps(plan, dense.num_heads[0] // dense.num_kv_heads[0]))
-        pruned = PrunedDecoderForCausalLM(config) if task != "base" else PrunedDecoderModel(config)
-    ref = adapter.module(model, "embed_tokens").weight
-    pruned.to(device=ref.device, dtype=ref.dtype)
-    missing, unexpected = pruned.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings) and "rotary" not in k]
+    missing, unexpected = pruned.load_state_dict(sd, strict=False, assign=True)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
         raise RuntimeError(f"Pruned decoder weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
     if config.tie_word_embeddings and task != "base":
         pruned.tie_weights()
+    pruned.to(device=adapter.module(model, "embed_tokens").weight.device)  # buffers (rotary frequencies) follow
     return pruned.train(model.training)
 
 
