@@ -73,3 +73,26 @@ def test_faster_uniform_llama_is_a_native_model(tmp_path):
         trainer.train()
     assert type(trainer.materialize()) is LlamaForCausalLM
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "out")) is LlamaForCausalLM
+
+
+def test_hidden_distillation_of_decoders_is_scale_free(tmp_path):
+    """Pre-norm residual streams are large: the decoder hidden term is MSE relative to the teacher's mean
+    square, so scaling both streams by 100 leaves it unchanged (encoders keep the plain MSE)."""
+    from types import SimpleNamespace
+
+    from trainers.vtrans_trainer import DistillationMixin
+
+    mixin = DistillationMixin()
+    mixin.args = args_for(tmp_path, distill_logits_weight=0.0, distill_hidden_weight=1.0)
+    g = torch.Generator().manual_seed(0)
+    teacher_states = [torch.randn(2, 5, 8, generator=g) for _ in range(3)]
+    student_states = [t + 0.1 * torch.randn(2, 5, 8, generator=g) for t in teacher_states]
+
+    def term(scale: float, relative: bool) -> float:
+        mixin._relative_hidden_mse = relative
+        student = SimpleNamespace(logits=None, hidden_states=[s * scale for s in student_states])
+        teacher = SimpleNamespace(logits=None, hidden_states=[t * scale for t in teacher_states])
+        return float(mixin.distillation_terms(student, teacher, None, None, [0, 1])["distill_hidden"])
+
+    assert term(100.0, True) == pytest.approx(term(1.0, True), rel=1e-4)
+    assert term(100.0, False) == pytest.approx(1e4 * term(1.0, False), rel=1e-4)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 from transformers import PreTrainedModel, Trainer
 
+from hf_compress.vtrans.adapters import get_adapter
 from hf_compress.vtrans.budget import LagrangianTerm, expected_size, measure, resolve_budget
 from hf_compress.vtrans.masking import attach_gates, dense_shape, get_gates
 from hf_compress.vtrans.materialize import materialize as materialize_model
@@ -64,6 +65,15 @@ def _without_hidden_states(outputs):
     return outputs.__class__(**{k: v for k, v in outputs.items() if k != "hidden_states"})
 
 
+def _is_decoder(model) -> bool:
+    if model is None:
+        return False
+    try:
+        return get_adapter(model).kind == "decoder"
+    except ValueError:  # an unsupported teacher architecture: plain MSE
+        return False
+
+
 def _no_cache(model) -> dict:
     """Training forward passes of decoder LMs need no KV cache."""
     config = getattr(getattr(model, "module", model), "config", None)
@@ -82,6 +92,7 @@ class DistillationMixin:
 
     def _prepare_teacher(self, teacher: PreTrainedModel | None) -> None:
         self.teacher_model = teacher
+        self._relative_hidden_mse = _is_decoder(teacher)
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher.to(self.args.device)
@@ -128,9 +139,15 @@ class DistillationMixin:
             denom = tokens.sum().clamp_min(1.0)
             losses = []
             def pair_loss(s_h, t_h):
+                """MSE; for decoder LMs relative to the teacher's mean square, because pre-norm residual
+                streams carry outlier dims in the hundreds that would otherwise swamp every other term."""
                 if s_h.shape[-1] != t_h.shape[-1]:
                     s_h = s_h.index_select(-1, hidden_index)
-                return ((s_h - t_h).pow(2) * tokens).sum() / (denom * t_h.shape[-1])
+                mse = ((s_h - t_h).pow(2) * tokens).sum() / (denom * t_h.shape[-1])
+                if not self._relative_hidden_mse:
+                    return mse
+                scale = ((t_h.detach().float().pow(2) * tokens).sum() / (denom * t_h.shape[-1])).clamp_min(1e-6)
+                return mse / scale
 
             for t_h in teacher_hidden:
                 if hidden_index is not None:
