@@ -26,8 +26,8 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    GPT2Config,
-    GPT2Model,
+    BertConfig,
+    BertForSequenceClassification,
 )
 
 import hf_compress  # noqa: F401  (registers the Auto classes)
@@ -599,3 +599,15 @@ def test_taylor_prune_keeps_the_most_important_units():
     budget = resolve_budget(dense, target_params=count_params(replace(dense, hidden_size=30))["total"])
     pruned = taylor_prune(model, scores(hidden=[5, 17]), budget)
     assert pruned.config.pruning_report["hidden_index"] == [i for i in range(32) if i not in (5, 17)]
+
+
+def test_report_records_kept_head_indices():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=4, intermediate_size=64)).eval()
+    gates = attach_gates(model)
+    with torch.no_grad():
+        gates.groups["heads"].log_sigma2[0, [0, 2]] = 5.0
+    report = materialize(model).config.pruning_report
+    assert report["head_index"] == [[1, 3], [0, 1, 2, 3]]
+    assert [len(h) for h in report["head_index"]] == report["num_heads"]

@@ -78,7 +78,7 @@ def magnitude_importance(model: PreTrainedModel) -> dict[str, np.ndarray]:
     if adapter.kind != "decoder":
         raise ValueError("magnitude_importance scores decoder LMs; use taylor_importance for encoders.")
     dims = adapter.dims(model)
-    n, d, gs = dims.num_layers, dims.head_dim, dims.heads_per_group
+    n, d = dims.num_layers, dims.head_dim
     hidden_sq = adapter.module(model, "embed_tokens").weight.detach().float().pow(2).sum(0)
     heads = np.zeros((n, dims.num_heads))
     kv = np.zeros((n, dims.num_kv_heads))
