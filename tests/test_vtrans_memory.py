@@ -304,7 +304,8 @@ def test_measure_peak_memory_sees_a_known_allocation():
     assert result.shape == (1000,)
     assert 200e6 <= peaks["torch_cpu_peak_above_start"] < 201e6  # exact: the allocator's own events
     assert peaks["torch_cpu_net"] == 4000
-    assert peaks["rss_peak_delta"] > 150e6  # pages touched by ones(); RSS includes more than tensors
+    # RSS need not grow: after earlier tests the allocator can reuse pages the process already holds
+    assert peaks["rss_peak_delta"] >= 0 and peaks["rss_peak"] > 200e6
     module = torch.nn.Linear(10, 10)
     assert resident_tensor_bytes(module, module.weight) == 4 * (100 + 10)  # a storage counts once
 
