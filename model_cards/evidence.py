@@ -13,8 +13,15 @@ from pathlib import Path
 from huggingface_hub import EvalResult
 
 # offline dataset names -> (Hub dataset type, config, display name, split); SST-2 "test" here is GLUE validation
-TASK_NAMES = {"text-classification": "Text Classification", "token-classification": "Token Classification"}
-KNOWN_DATASETS = {"sst2": ("nyu-mll/glue", "sst2", "GLUE SST-2", "validation")}
+TASK_NAMES = {
+    "text-classification": "Text Classification",
+    "token-classification": "Token Classification",
+    "text-generation": "Text Generation",
+}
+KNOWN_DATASETS = {
+    "sst2": ("nyu-mll/glue", "sst2", "GLUE SST-2", "validation"),
+    "wikitext2": ("Salesforce/wikitext", "wikitext-2-v1", "WikiText-2", "test"),
+}
 
 
 def dataset_identity(dataset: str) -> tuple[str, str | None, str, str | None]:
@@ -49,6 +56,18 @@ def eval_results_from_summary(summary: dict, task_type: str = "text-classificati
             metric_value=float(value), verified=False,  # self-reported by the run, not verified by the Hub
         )
     ]
+
+
+def perplexity_eval_result(value: float, dataset: str = "wikitext2") -> EvalResult:
+    """A causal LM's measured perplexity as an ``EvalResult`` (model-index metric ``perplexity``)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"Perplexity must be a finite number measured by the run, got {value!r}.")
+    dtype, config, name, split = dataset_identity(dataset)
+    return EvalResult(
+        task_type="text-generation", task_name=TASK_NAMES["text-generation"], dataset_type=dtype,
+        dataset_name=name, dataset_config=config, dataset_split=split, metric_type="perplexity",
+        metric_name="Perplexity", metric_value=float(value), verified=False,
+    )
 
 
 def describe_hardware() -> str:

@@ -23,6 +23,7 @@ PROBE_REPORT = "probe_report.md"
 _TASKS = {  # architecture suffix -> (pipeline tag, Auto class)
     "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
     "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
+    "ForCausalLM": ("text-generation", "AutoModelForCausalLM"),
 }
 
 

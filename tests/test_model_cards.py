@@ -162,3 +162,33 @@ def test_card_links_probe_report_when_present(pruned_config, tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert "## Attention probing" in text and "(probe/probe_report.md)" in text
     validate_card(tmp_path / "README.md")
+
+
+def test_pruned_lm_card_with_perplexity_validates(tmp_path):
+    """Cards of pruned causal LMs: text-generation, AutoModelForCausalLM, perplexity in model-index."""
+    import torch
+    from huggingface_hub import ModelCard
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_compress.vtrans import attach_gates, materialize
+    from model_cards import render_vtrans_card, validate_card
+    from model_cards.evidence import perplexity_eval_result
+
+    torch.manual_seed(0)
+    dense = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=6, num_key_value_heads=2)).eval()
+    gates = attach_gates(dense)
+    with torch.no_grad():
+        gates.groups["ffn"].log_sigma2[0, :16] = 5.0
+    pruned = materialize(dense)
+    card = render_vtrans_card(pruned.config, {}, output_dir=tmp_path, eval_results=[perplexity_eval_result(31.5)],
+                              command="python prune_lm.py", hardware="test machine")
+    card.save(tmp_path / "README.md")
+    text = (tmp_path / "README.md").read_text()
+    assert "AutoModelForCausalLM" in text and "pipeline_tag: text-generation" in text
+    loaded = ModelCard.load(tmp_path / "README.md")
+    result = loaded.data.eval_results[0]
+    assert (result.metric_type, result.metric_value, result.dataset_name) == ("perplexity", 31.5, "WikiText-2")
+    validate_card(tmp_path / "README.md")
+    with pytest.raises(ValueError, match="finite"):
+        perplexity_eval_result(float("nan"))
