@@ -72,7 +72,7 @@ class PrunedDecoderAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_bias: torch.Tensor,
+        attention_bias: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
         past_key_values: Cache | None,
     ) -> torch.Tensor:
@@ -90,7 +90,9 @@ class PrunedDecoderAttention(nn.Module):
             key_bhsd, value_bhsd = key_bhsd[:, index], value_bhsd[:, index]
         context_bhsd = F.scaled_dot_product_attention(
             query_bhsd, key_bhsd, value_bhsd, attn_mask=attention_bias,
-            dropout_p=self.dropout_p if self.training else 0.0, enable_gqa=self.kv_index is None and self.num_heads != self.num_kv_heads,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            is_causal=attention_bias is None and seq_len > 1,  # no mask: a first, unpadded causal chunk
+            enable_gqa=self.kv_index is None and self.num_heads != self.num_kv_heads,
         )
         context = context_bhsd.transpose(1, 2).reshape(batch_size, seq_len, self.num_heads * self.head_dim)
         return self.o_proj(context)
@@ -197,9 +199,17 @@ class PrunedDecoderModel(PrunedDecoderPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    def _attention_bias(self, attention_mask, batch_size, query_len, past_len, dtype, device) -> torch.Tensor:
-        """Additive [batch, 1, query, key] mask: causal, padding, and the sliding window when configured."""
+    def _attention_bias(self, attention_mask, batch_size, query_len, past_len, dtype, device) -> torch.Tensor | None:
+        """Additive [batch, 1, query, key] mask: causal, padding, and the sliding window when configured.
+
+        None when nothing needs masking beyond plain causality (decoding one token, or a first unpadded
+        chunk, which the attention then runs with ``is_causal``): SDPA's fast kernels take no explicit mask.
+        """
         key_len = past_len + query_len
+        no_padding = attention_mask is None or bool(attention_mask[:, -key_len:].all())
+        window_irrelevant = not self.config.sliding_window or key_len <= self.config.sliding_window
+        if no_padding and window_irrelevant and (query_len == 1 or past_len == 0):
+            return None
         query_pos = torch.arange(past_len, key_len, device=device)[:, None]
         key_pos = torch.arange(key_len, device=device)[None, :]
         allowed = key_pos <= query_pos
