@@ -11,6 +11,15 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_vtrans_script.py")
 
 
+def _free_port() -> int:
+    """A fresh rendezvous port per launch: back-to-back launches on the default port can collide."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.ddp
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 def test_vtrans_under_accelerate_launch_two_processes(tmp_path, kind):
@@ -20,7 +29,7 @@ def test_vtrans_under_accelerate_launch_two_processes(tmp_path, kind):
         command.append("launch")
     # accelerate's --cpu launcher starts a single process; --multi_gpu on a machine without GPUs starts
     # torch.distributed workers that train on CPU with gloo (use_cpu=True in the script)
-    command += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    command += ["--main_process_port", str(_free_port()), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 SCRIPT, str(tmp_path), kind]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
