@@ -81,14 +81,6 @@ def inputs(batch: int = 2, length: int = 9) -> torch.Tensor:
     return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
-def gate_groups(model) -> list[str]:
-    return list(attach_gates(tiny_decoder_like(model)).groups)
-
-
-def tiny_decoder_like(model):
-    return type(model)(model.config).eval()
-
-
 @pytest.mark.parametrize("kind", DECODERS)
 def test_dense_counts_are_exact(kind):
     model = tiny_decoder(kind)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,11 +22,12 @@ import torch
 from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from .budget import Budget, count_flops, count_params, layer_params, measure
+from .budget import Budget, count_flops, count_params, layer_params
 from .decoder_adapters import DecoderAdapter
 from .decoder_budget import DecoderShape
 from .configuration_pruned_decoder import PrunedDecoderConfig
 from .gates import VIBGates
+from .materialize import _Selection, gate_decisions, round_trim_fill
 from .modeling_pruned_decoder import PrunedDecoderForCausalLM, PrunedDecoderModel
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ class DecoderKeepPlan:
 # --------------------------------------------------------------------------------------------------
 # choosing units
 # --------------------------------------------------------------------------------------------------
-class _DecoderSelection:
-    """Kept / score state of every decoder gate group, with budget trimming and refilling."""
+class _DecoderSelection(_Selection):
+    """Kept / score state of every decoder gate group (KV groups too), with budget trimming and refilling."""
 
     def __init__(self, dense: DecoderShape, keep: dict, scores: dict, round_to: int) -> None:
         n, Q, G, F = dense.num_layers, dense.num_heads[0], dense.num_kv_heads[0], dense.intermediate_sizes[0]
@@ -97,15 +97,6 @@ class _DecoderSelection:
             intermediate_sizes=[int(r.sum()) for r in k["ffn"]],
         )
 
-    def size(self, budget: Budget) -> float:
-        return measure(self.shape(), budget.metric, budget.seq_len)
-
-    @staticmethod
-    def _set_count(kept: np.ndarray, scores: np.ndarray, count: int) -> None:
-        order = np.argsort(-np.where(kept, scores + 1e12, scores), kind="stable")
-        kept[:] = False
-        kept[order[:count]] = True
-
     def round_counts(self) -> None:
         m = self.round_to
         if m == 1:
@@ -118,26 +109,7 @@ class _DecoderSelection:
                 self._set_count(self.keep["ffn"][i], self.scores["ffn"][i], min(round(c / m) * m, len(self.keep["ffn"][i])))
         self.normalize()
 
-    # -- non-uniform ----------------------------------------------------------------------------------
-    def _candidates(self):
-        m, out = self.round_to, []
-        kept = self.keep["hidden"]
-        if kept.sum() > m:
-            idx = np.flatnonzero(kept)
-            worst = idx[np.argsort(self.scores["hidden"][idx], kind="stable")[:m]]
-            out.append((self.scores["hidden"][worst].mean(), "hidden", None, worst))
-        for i in range(self.dense.num_layers):
-            for group, step, sub in (("heads", 1, "mha"), ("ffn", m, "ffn_layer")):
-                kept = self.keep[group][i]
-                if not kept.any():
-                    continue
-                idx = np.flatnonzero(kept)
-                scores = self.scores[group][i][idx]
-                worst = idx[np.argsort(scores, kind="stable")[:step]]
-                out.append((self.scores[group][i][worst].mean(), group, i, worst))
-                out.append((max(self.scores[sub][i], scores.max()), sub, i, None))
-        return out
-
+    # -- non-uniform (trimming: _Selection.fit / _candidates, with these removals) -------------------
     def _remove(self, group: str, layer: int | None, idx) -> None:
         if group == "hidden":
             self.keep["hidden"][idx] = False
@@ -146,16 +118,6 @@ class _DecoderSelection:
         else:
             self.keep[group][layer][idx] = False
         self.normalize()
-
-    def fit(self, budget: Budget) -> dict[str, np.ndarray]:
-        before = {g: k.copy() for g, k in self.keep.items()}
-        while self.size(budget) > budget.target:
-            candidates = self._candidates()
-            if not candidates:
-                raise ValueError(f"Cannot meet the budget ({budget.description}): nothing left to remove.")
-            _, group, layer, idx = min(candidates, key=lambda c: c[0])
-            self._remove(group, layer, idx)
-        return {g: before[g] & ~self.keep[g] for g in ("hidden", "heads", "ffn")}
 
     def fill(self, budget: Budget, eligible: dict[str, np.ndarray] | None = None) -> int:
         """Re-admit removed units, best first, while the budget holds (a head brings back its group)."""
@@ -262,27 +224,7 @@ def select_decoder_units(
             raise ValueError("uniform=True needs a budget: the common layer shape is sized to it.")
         selection.fit_uniform(budget, heads_divide_hidden)
         return _to_plan(selection)
-    selection.round_counts()
-    if budget is not None:
-        before = selection.size(budget)
-        trimmed = selection.fit(budget)
-        if before > budget.target:
-            warnings.warn(
-                f"The gates' own decisions give {before:,.0f} ({budget.metric}), above the budget "
-                f"{budget.target:,.0f}; kept the highest-scoring units that fit. Train the gates longer "
-                f"or raise the Lagrangian learning rate to let them reach the budget themselves.",
-                stacklevel=2,
-            )
-        gated = selection.size(budget)
-        selection.fill(budget, None if fill_to_budget else trimmed)
-        if gated < 0.9 * budget.target:
-            warnings.warn(
-                f"The gates ended far below the budget: {gated:,.0f} vs target {budget.target:,.0f} "
-                f"({budget.metric}); re-admitted the best-scoring pruned units up to "
-                f"{selection.size(budget):,.0f}." if fill_to_budget else
-                f"The gates ended far below the budget: {gated:,.0f} vs target {budget.target:,.0f}.",
-                stacklevel=2,
-            )
+    round_trim_fill(selection, budget, fill_to_budget)
     return _to_plan(selection)
 
 
@@ -296,8 +238,6 @@ def decoder_plan_from_gates(
     heads_divide_hidden: bool = False,
 ) -> DecoderKeepPlan:
     """The VIB decision (``log_alpha < 0``) trimmed to the budget, with ``mu`` as the folded multipliers."""
-    from .materialize import gate_decisions
-
     with torch.no_grad():
         scores = {g: s.detach().float().cpu().numpy() for g, s in gates.keep_scores().items()}
     plan = select_decoder_units(
@@ -346,18 +286,14 @@ def pruned_state_dict(model: PreTrainedModel, adapter: DecoderAdapter, plan: Dec
         if getattr(module, "bias", None) is not None:
             sd[name + ".bias"] = module.bias.detach()[hidden]
 
-    def linear(name: str, layer: int, src: str, rows=None, cols=None, col_scale=None, out_scale=None) -> None:
+    def linear(name: str, layer: int, src: str, rows=None, cols=None, col_scale=None, bias_scale=None) -> None:
         weight, bias = adapter.projection(model, layer, src)
         weight = weight[rows] if rows is not None else weight
         weight = weight[:, cols] if cols is not None else weight
-        if col_scale is not None:
-            weight = weight * col_scale[None, :]
-        if out_scale is not None:
-            weight = weight * out_scale
-        sd[name + ".weight"] = weight
+        sd[name + ".weight"] = weight * col_scale[None, :] if col_scale is not None else weight
         if bias is not None:
             bias = bias[rows] if rows is not None else bias
-            sd[name + ".bias"] = bias * out_scale if out_scale is not None else bias
+            sd[name + ".bias"] = bias * bias_scale if bias_scale is not None else bias
 
     sd[prefix + "embed_tokens.weight"] = adapter.module(model, "embed_tokens").weight.detach()[:, hidden]
     if adapter.embed_positions is not None:
@@ -373,18 +309,15 @@ def pruned_state_dict(model: PreTrainedModel, adapter: DecoderAdapter, plan: Dec
             linear(p + "self_attn.k_proj", i, "k_proj", rows=kv_rows, cols=hidden)
             linear(p + "self_attn.v_proj", i, "v_proj", rows=kv_rows, cols=hidden)
             linear(p + "self_attn.o_proj", i, "o_proj", rows=hidden, cols=q_rows,
-                   col_scale=head_scale[i][heads].repeat_interleave(d), out_scale=None)
-            if p + "self_attn.o_proj.bias" in sd:
-                sd[p + "self_attn.o_proj.bias"] = sd[p + "self_attn.o_proj.bias"] * mha_bias[i]
+                   col_scale=head_scale[i][heads].repeat_interleave(d), bias_scale=mha_bias[i])
         neurons = torch.as_tensor(plan.ffn[i], dtype=torch.long, device=device)
         if len(neurons):
             norm(p + "mlp_norm", adapter.layer_module(model, i, "mlp_norm"))
             if adapter.gate_proj is not None:
                 linear(p + "mlp.gate_proj", i, "gate_proj", rows=neurons, cols=hidden)
             linear(p + "mlp.up_proj", i, "up_proj", rows=neurons, cols=hidden)
-            linear(p + "mlp.down_proj", i, "down_proj", rows=hidden, cols=neurons, col_scale=ffn_scale[i][neurons])
-            if p + "mlp.down_proj.bias" in sd:
-                sd[p + "mlp.down_proj.bias"] = sd[p + "mlp.down_proj.bias"] * ffn_bias[i]
+            linear(p + "mlp.down_proj", i, "down_proj", rows=hidden, cols=neurons, col_scale=ffn_scale[i][neurons],
+                   bias_scale=ffn_bias[i])
     norm(prefix + "norm", adapter.module(model, "final_norm"))
     head = adapter.lm_head(model)
     if head is not None and not dims.tie_word_embeddings:

@@ -189,6 +189,34 @@ class _Selection:
         return measure(self.shape(), budget.metric, budget.seq_len)
 
 
+def round_trim_fill(selection: _Selection, budget: Budget | None, fill_to_budget: bool) -> None:
+    """Round the kept counts, trim to the budget (warn when the gates left it above), then re-admit removed
+    units while they fit (warn when the gates ended far below). Shared by encoder and decoder selections."""
+    selection.round_counts()
+    if budget is None:
+        return
+    before = selection.size(budget)
+    trimmed = selection.fit(budget)
+    if before > budget.target:
+        warnings.warn(
+            f"The gates' own decisions give {before:,.0f} ({budget.metric}), above the budget "
+            f"{budget.target:,.0f}; kept the highest-scoring units that fit. Train the gates longer "
+            f"or raise the Lagrangian learning rate to let them reach the budget themselves.",
+            stacklevel=3,
+        )
+    gated = selection.size(budget)
+    selection.fill(budget, None if fill_to_budget else trimmed)
+    realised = selection.size(budget)
+    if gated < 0.9 * budget.target:
+        warnings.warn(
+            f"The gates ended far below the budget: {gated:,.0f} vs target {budget.target:,.0f} "
+            f"({budget.metric}); "
+            + (f"re-admitted the best-scoring pruned units up to {realised:,.0f}." if fill_to_budget else
+               "the model is smaller than asked. Lower the KL weight or the Lagrangian learning rate."),
+            stacklevel=3,
+        )
+
+
 def select_units(
     dense: EncoderShape,
     keep: dict[str, np.ndarray],
@@ -205,28 +233,7 @@ def select_units(
     used, not undershot), else only those the trimming removed.
     """
     selection = _Selection(dense, keep, scores, round_to or 1)
-    selection.round_counts()
-    if budget is not None:
-        before = selection.size(budget)
-        trimmed = selection.fit(budget)
-        if before > budget.target:
-            warnings.warn(
-                f"The gates' own decisions give {before:,.0f} ({budget.metric}), above the budget "
-                f"{budget.target:,.0f}; kept the highest-scoring units that fit. Train the gates longer "
-                f"or raise the Lagrangian learning rate to let them reach the budget themselves.",
-                stacklevel=2,
-            )
-        gated = selection.size(budget)
-        selection.fill(budget, None if fill_to_budget else trimmed)
-        realised = selection.size(budget)
-        if gated < 0.9 * budget.target:
-            warnings.warn(
-                f"The gates ended far below the budget: {gated:,.0f} vs target {budget.target:,.0f} "
-                f"({budget.metric}); "
-                + (f"re-admitted the best-scoring pruned units up to {realised:,.0f}." if fill_to_budget else
-                   "the model is smaller than asked. Lower the KL weight or the Lagrangian learning rate."),
-                stacklevel=2,
-            )
+    round_trim_fill(selection, budget, fill_to_budget)
     k = selection.keep
     return KeepPlan(
         hidden=np.flatnonzero(k["hidden"]),

@@ -62,12 +62,9 @@ class PrunedDecoderAttention(nn.Module):
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=config.o_proj_bias)
         self.dropout_p = config.attention_dropout
         kv_map = config.kv_head_map_per_layer[layer_idx]
-        regular = kv_map is None or list(kv_map) == [
-            j // (self.num_heads // self.num_kv_heads) for j in range(self.num_heads)
-        ] if self.num_heads % max(self.num_kv_heads, 1) == 0 else False
         # groups that kept unequal numbers of query heads: expand K/V per query head instead of GQA kernels
         # (a plain tuple, not a buffer: from_pretrained builds modules on the meta device)
-        self.kv_index = None if regular else tuple(int(j) for j in kv_map)
+        self.kv_index = None if kv_map is None else tuple(int(j) for j in kv_map)
 
     def forward(
         self,
@@ -121,7 +118,6 @@ class PrunedDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: PrunedDecoderConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
         has_attention = config.num_attention_heads_per_layer[layer_idx] > 0
         width = config.intermediate_size_per_layer[layer_idx]
         self.attention_norm = _norm(config) if has_attention else None
