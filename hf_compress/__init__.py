@@ -12,6 +12,8 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+from .nas import DCANASConfig, DCANASForImageClassification
+from .ramen import RamenConfig, RamenEncoder
 from .vtrans import (
     PrunedDecoderConfig,
     PrunedDecoderForCausalLM,
@@ -46,6 +48,7 @@ PrunedDecoderModel.register_for_auto_class("AutoModel")
 PrunedDecoderForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
+    "DCANASConfig", "DCANASForImageClassification", "RamenConfig", "RamenEncoder",
     "PrunedDecoderConfig", "PrunedDecoderForCausalLM", "PrunedDecoderModel",
     "PrunedEncoderConfig", "PrunedEncoderForSequenceClassification", "PrunedEncoderForTokenClassification",
     "PrunedEncoderModel", "attach_gates", "detach_gates", "materialize", "__version__",

@@ -184,6 +184,7 @@ COMMANDS = {
     "vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget",
     "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO",
     "pull": "download a model repo into a folder: pull REPO [--revision REV] [--local_dir DIR]",
+    "ramen": "train a RAMEN encoder for extreme classification (graph-regularized), evaluate P@k / PSP@k, save a predictor",
     "probe": "attention-probing report (special / current / rest per head, dense vs pruned): probe MODEL --output DIR",
 }
 
@@ -266,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_pull(argv[1:])
         if argv[0] == "probe":
             return run_probe(argv[1:])
+        if argv[0] == "ramen":
+            from .ramen.cli import print_summary, run_ramen
+
+            print_summary(run_ramen(argv[1:]))
+            return 0
         script, args = parse_vtrans_args(argv[1:])
         _print_summary(run_vtrans(script, args))
     except (FileNotFoundError, ValueError) as err:  # bad input: say what and how to fix, no traceback

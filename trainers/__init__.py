@@ -1,6 +1,11 @@
 """``Trainer`` subclasses of hf-compress and their ``TrainingArguments``."""
 
+from .ramen_config import RamenTrainingArguments
+from .ramen_trainer import RamenTrainer
 from .vtrans_config import LoRARecoveryArguments, VTransTrainingArguments
 from .vtrans_trainer import PrunedModelTrainer, VTransTrainer
 
-__all__ = ["LoRARecoveryArguments", "PrunedModelTrainer", "VTransTrainer", "VTransTrainingArguments"]
+__all__ = [
+    "LoRARecoveryArguments", "PrunedModelTrainer", "RamenTrainer", "RamenTrainingArguments", "VTransTrainer",
+    "VTransTrainingArguments",
+]

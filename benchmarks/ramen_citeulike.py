@@ -1,0 +1,175 @@
+"""RAMEN on citeulike-a (titles -> user tags), starting from the offline MiniLM, all variants side by side.
+
+(a) the untrained encoder, (b) encoder training without graphs (NGAME-style cluster batches), (c) RAMEN with
+the citation graph, (d) RAMEN with citation + co-readership graphs, (e) (c)/(d) plus the one-vs-all classifier
+stage. Same seed, data, steps and schedule for every trained variant; reports P@1/3/5, nDCG@5, PSP@1/3/5,
+training time, per-query inference latency (encode + label search, one query at a time) and the saved model
+size, then the relative gains of (c)/(d) over (b). Writes JSON under benchmarks/results/.
+
+    python benchmarks/ramen_citeulike.py --epochs 2 --output benchmarks/results/ramen_citeulike_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from hf_compress.data import minilm_path  # noqa: E402
+from hf_compress.ramen import RamenEncoder  # noqa: E402
+from hf_compress.ramen.data import load_citeulike  # noqa: E402
+from hf_compress.ramen.predict import XCPredictor, evaluate_xc  # noqa: E402
+from trainers import RamenTrainer, RamenTrainingArguments  # noqa: E402
+
+VARIANTS = {
+    "b_no_graph": "",
+    "c_citation": "citation={w}",
+    "d_citation_coread": "citation={w},coread={w}",
+}
+REPORTED = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
+
+
+def query_latency_ms(predictor: XCPredictor, texts: list[str], repeats: int = 200) -> dict:
+    """Median / p95 ms of encode + top-5 search for one text at a time."""
+    times = []
+    for text in texts[:10]:
+        predictor.predict(text, k=5)  # warm-up
+    for text in texts[:repeats]:
+        start = time.perf_counter()
+        predictor.predict(text, k=5)
+        times.append(1000 * (time.perf_counter() - start))
+    times.sort()
+    return {"median_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))]}
+
+
+def saved_size(predictor: XCPredictor) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        predictor.encoder.save_pretrained(folder)
+        weights = os.path.getsize(Path(folder) / "model.safetensors")
+    return {"encoder_params": sum(p.numel() for p in predictor.encoder.parameters()), "encoder_safetensors_bytes": weights}
+
+
+def evaluate(predictor: XCPredictor, data) -> dict:
+    metrics = evaluate_xc(predictor, data.test.texts, data.test.labels, train_labels=data.train.labels, ks=(1, 3, 5))
+    return {k: round(v, 3) for k, v in metrics.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=2e-5)
+    parser.add_argument("--graph_weight", type=float, default=0.2)
+    parser.add_argument("--cluster_size", type=int, default=16)
+    parser.add_argument("--mined_negatives", type=int, default=0)
+    parser.add_argument("--classifier_epochs", type=int, default=5)
+    parser.add_argument("--variants", default="a,b,c,d,e")
+    parser.add_argument("--max_train", type=int, default=0, help="Use only the first N train points (0 = all).")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="benchmarks/results/ramen_citeulike_cpu.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen = set(args.variants.split(","))
+
+    data = load_citeulike(seed=args.seed)
+    if args.max_train:
+        from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit
+
+        n = args.max_train
+        data = XCData(
+            name=data.name, train=XCSplit(data.train.texts[:n], data.train.labels[:n]), test=data.test,
+            label_texts=data.label_texts, graphs={k: MetadataGraph(k, g.matrix[:n], g.anchor_texts) for k, g in data.graphs.items()},
+        )
+    print(json.dumps(data.summary()), flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    results: dict = {"config": vars(args), "data": data.summary(), "torch_threads": torch.get_num_threads(), "runs": {}}
+
+    def record(name: str, predictor: XCPredictor, train_seconds: float, extra: dict | None = None) -> None:
+        entry = {"metrics": evaluate(predictor, data), "train_seconds": round(train_seconds, 1)}
+        entry["latency"] = query_latency_ms(predictor, data.test.texts)
+        entry.update(saved_size(predictor))
+        entry.update(extra or {})
+        results["runs"][name] = entry
+        print(name, json.dumps(entry), flush=True)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+    if "a" in chosen:
+        encoder = RamenEncoder.from_backbone(minilm_path())
+        record("a_untrained", XCPredictor(encoder, tokenizer, data.label_texts), 0.0)
+
+    trainers = {}
+    for key, template in VARIANTS.items():
+        if key[0] not in chosen and not (key[0] in "cd" and "e" in chosen):
+            continue
+        encoder = RamenEncoder.from_backbone(minilm_path())
+        train_args = RamenTrainingArguments(
+            output_dir=tempfile.mkdtemp(prefix=f"ramen_{key}_"),
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            warmup_steps=0.1,
+            lr_scheduler_type="linear",
+            logging_steps=20,
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+            graph_weights=template.format(w=args.graph_weight),
+            cluster_size=args.cluster_size,
+            mined_negatives=args.mined_negatives,
+            classifier_epochs=args.classifier_epochs,
+            disable_tqdm=True,
+        )
+        trainer = RamenTrainer(model=encoder, args=train_args, data=data, processing_class=tokenizer)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        history = [log for log in trainer.state.log_history if "loss" in log]
+        record(key, trainer.build_predictor(), seconds, {"train_log_last": history[-1] if history else None})
+        trainers[key] = (trainer, seconds)
+
+    if "e" in chosen:
+        for key in ("c_citation", "d_citation_coread"):
+            if key not in trainers:
+                continue
+            trainer, seconds = trainers[key]
+            start = time.perf_counter()
+            summary = trainer.train_classifier()
+            extra = time.perf_counter() - start
+            record(f"e_{key[2:]}_classifier", trainer.build_predictor(), seconds + extra,
+                   {"classifier": summary, "classifier_seconds": round(extra, 1)})
+
+    runs = results["runs"]
+    if "b_no_graph" in runs:
+        base = runs["b_no_graph"]["metrics"]
+        gains = {}
+        for name, entry in runs.items():
+            if name == "b_no_graph" or name == "a_untrained":
+                continue
+            gains[name] = {m: round(100 * (entry["metrics"][m] / base[m] - 1), 2) for m in ("P@5", "PSP@5", "P@1", "nDCG@5")}
+        results["relative_gain_over_b_percent"] = gains
+        print("relative gains over (b), %:", json.dumps(gains), flush=True)
+    print("\n" + " | ".join(["variant", *REPORTED, "train s", "query ms", "params"]))
+    for name, entry in runs.items():
+        row = [name] + [f"{entry['metrics'][m]:.2f}" for m in REPORTED]
+        row += [f"{entry['train_seconds']:.0f}", f"{entry['latency']['median_ms']:.1f}", str(entry["encoder_params"])]
+        print(" | ".join(row))
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

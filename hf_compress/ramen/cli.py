@@ -1,0 +1,127 @@
+"""``hf-compress ramen``: train a RAMEN encoder on an XC dataset, evaluate it, save a ready predictor.
+
+Options are ``RamenScriptArguments`` (what data, which backbone) plus every ``RamenTrainingArguments`` field,
+as flags or one JSON / YAML file, like the transformers example scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+_RAMEN_DEFAULTS = {
+    "output_dir": "outputs/ramen-citeulike",
+    "per_device_train_batch_size": "64",
+    "learning_rate": "2e-5",
+    "num_train_epochs": "1",
+    "warmup_steps": "0.1",
+    "logging_steps": "20",
+    "save_strategy": "no",
+    "report_to": "none",
+    "graph_weights": "citation=0.2",
+    "seed": "0",
+}
+
+
+@dataclass
+class RamenScriptArguments:
+    """Which XC data and which backbone (training options live in ``RamenTrainingArguments``)."""
+
+    dataset: str = field(
+        default="citeulike",
+        metadata={"help": "'citeulike' (offline citeulike-a) or a folder in the Extreme Classification Repository format."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Encoder backbone folder (default: the offline all-MiniLM-L6-v2)."}
+    )
+    pooling: str = field(default="mean", metadata={"help": "mean | cls | max"})
+    min_tag_frequency: int = field(default=5, metadata={"help": "citeulike: keep tags with at least this many papers."})
+    test_fraction: float = field(default=0.2, metadata={"help": "citeulike: share of papers in the seeded test split."})
+    split_seed: int = field(default=0, metadata={"help": "citeulike: seed of the train/test split."})
+    max_train: int | None = field(default=None, metadata={"help": "Use only the first N training points."})
+    evaluate_before: bool = field(default=True, metadata={"help": "Also report the untrained encoder's metrics."})
+
+
+def _with_defaults(argv: list[str]) -> list[str]:
+    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
+    defaults = []
+    for key, value in _RAMEN_DEFAULTS.items():
+        if key not in given:
+            defaults += [f"--{key}", value]
+    return defaults + argv
+
+
+def parse_ramen_args(argv: list[str]):
+    from transformers import HfArgumentParser
+
+    from trainers import RamenTrainingArguments
+
+    parser = HfArgumentParser((RamenScriptArguments, RamenTrainingArguments), prog="hf-compress ramen")
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        if not os.path.isfile(argv[0]):
+            raise FileNotFoundError(f"Config file not found: {argv[0]}")
+        parse = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
+        return parse(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=_with_defaults(argv))
+
+
+def load_dataset_for(script: RamenScriptArguments):
+    from .data import MetadataGraph, XCData, XCSplit, load_citeulike, load_xc_repository
+
+    if script.dataset == "citeulike":
+        data = load_citeulike(min_tag_frequency=script.min_tag_frequency, test_fraction=script.test_fraction, seed=script.split_seed)
+    elif os.path.isdir(script.dataset):
+        data = load_xc_repository(script.dataset)
+    else:
+        raise FileNotFoundError(
+            f"dataset {script.dataset!r} is neither 'citeulike' nor a folder; pass a folder with trn_X.txt, tst_X.txt, "
+            "lbl_X.txt, trn_X_Y.txt and tst_X_Y.txt (Extreme Classification Repository format)."
+        )
+    if script.max_train:
+        n = script.max_train
+        data = XCData(
+            name=data.name, train=XCSplit(data.train.texts[:n], data.train.labels[:n]), test=data.test,
+            label_texts=data.label_texts, filter_pairs=data.filter_pairs,
+            graphs={k: MetadataGraph(k, g.matrix[:n], g.anchor_texts) for k, g in data.graphs.items()},
+        )
+    return data
+
+
+def run_ramen(argv: list[str]) -> dict:
+    """Train, evaluate (before / after / with classifier), save the predictor; returns the summary."""
+    from transformers import AutoTokenizer
+
+    from trainers import RamenTrainer
+
+    from ..data import minilm_path
+    from .modeling_ramen import RamenEncoder
+
+    script, args = parse_ramen_args(argv)
+    data = load_dataset_for(script)
+    backbone = script.model_name_or_path or minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = RamenEncoder.from_backbone(backbone, pooling=script.pooling, max_seq_length=args.max_seq_length)
+    trainer = RamenTrainer(model=model, args=args, data=data, processing_class=tokenizer)
+    summary: dict = {"data": data.summary()}
+    if script.evaluate_before:
+        summary["untrained"] = trainer.evaluate(metric_key_prefix="untrained")
+    trainer.train()
+    summary["trained"] = trainer.evaluate()
+    if args.classifier_epochs > 0:
+        summary["classifier_stage"] = trainer.train_classifier()
+        summary["trained_with_classifier"] = trainer.evaluate(metric_key_prefix="classifier")
+    summary["saved_to"] = trainer.save_predictor()
+    with open(os.path.join(args.output_dir, "ramen_results.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    rows = [(name, summary[name]) for name in ("untrained", "trained", "trained_with_classifier") if name in summary]
+    keys = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
+    print("\n" + " | ".join(["model", *keys]))
+    for name, metrics in rows:
+        values = {k.split("_", 1)[1]: v for k, v in metrics.items() if "_" in k}
+        print(" | ".join([name] + [f"{values.get(k, float('nan')):.2f}" for k in keys]))
+    print(f"\nSaved predictor (sentence-transformers + label index): {summary['saved_to']}")

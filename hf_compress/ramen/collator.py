@@ -1,0 +1,88 @@
+"""Batches for RAMEN training: points, one sampled positive label each, and sampled graph anchors.
+
+All texts of a batch (points, then labels, then the anchors of each graph) are tokenized into ONE padded
+tensor so the encoder runs once per step (one forward keeps DDP's gradient hooks simple). Masks say which
+in-batch label is relevant to which point (from the full label matrix, so a label sampled for one point is
+a positive, not a negative, for every other point that has it) and which anchor is linked to which point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+@dataclass
+class RamenCollator:
+    """Turns rows with a ``point_id`` into an encoder batch plus the masks of the losses.
+
+    ``graphs`` maps a graph name to (train points x anchors matrix, anchor texts); ``mined_negatives`` (optional,
+    [num_points, k] label ids, -1 padded) adds one mined hard-negative label per point to the candidates.
+    """
+
+    tokenizer: object
+    point_texts: list[str]
+    labels: sp.csr_matrix
+    label_texts: list[str]
+    graphs: dict[str, tuple[sp.csr_matrix, list[str]]] = field(default_factory=dict)
+    max_length: int = 32
+    label_max_length: int | None = None
+    anchors_per_point: int = 1
+    seed: int = 0
+    mined_negatives: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = sp.csr_matrix(self.labels)
+        if self.labels.shape[0] != len(self.point_texts):
+            raise ValueError(
+                f"RamenCollator: {len(self.point_texts)} point texts but a label matrix with {self.labels.shape[0]} rows."
+            )
+        for name, (matrix, anchor_texts) in self.graphs.items():
+            if matrix.shape != (len(self.point_texts), len(anchor_texts)):
+                raise ValueError(
+                    f"RamenCollator: graph {name!r} is {matrix.shape[0]} x {matrix.shape[1]} but there are "
+                    f"{len(self.point_texts)} points and {len(anchor_texts)} anchor texts."
+                )
+        self.graphs = {name: (sp.csr_matrix(m), texts) for name, (m, texts) in self.graphs.items()}
+        self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def segment_names(self) -> list[str]:
+        return ["points", "labels", *[f"graph_{name}" for name in self.graphs]]
+
+    def _sample_neighbours(self, matrix: sp.csr_matrix, point_ids: np.ndarray, count: int) -> list[int]:
+        chosen: list[int] = []
+        for point in point_ids:
+            row = matrix.indices[matrix.indptr[point] : matrix.indptr[point + 1]]
+            if len(row):
+                take = min(count, len(row))
+                chosen.extend(self._rng.choice(row, size=take, replace=False).tolist())
+        return chosen
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        point_ids = np.asarray([int(f["point_id"]) for f in features], dtype=np.int64)
+        label_ids = self._sample_neighbours(self.labels, point_ids, 1)
+        if self.mined_negatives is not None:
+            mined = self.mined_negatives[point_ids]
+            for row in mined:
+                valid = row[row >= 0]
+                if len(valid):
+                    label_ids.append(int(self._rng.choice(valid)))
+        label_ids = np.unique(np.asarray(label_ids, dtype=np.int64))
+        texts = [self.point_texts[i] for i in point_ids] + [self.label_texts[i] for i in label_ids]
+        batch: dict[str, torch.Tensor] = {}
+        sizes = [len(point_ids), len(label_ids)]
+        batch["label_positive"] = torch.from_numpy(self.labels[point_ids][:, label_ids].toarray() > 0)
+        for name, (matrix, anchor_texts) in self.graphs.items():
+            anchor_ids = np.unique(np.asarray(self._sample_neighbours(matrix, point_ids, self.anchors_per_point), dtype=np.int64))
+            texts += [anchor_texts[i] for i in anchor_ids]
+            sizes.append(len(anchor_ids))
+            batch[f"graph_{name}_linked"] = torch.from_numpy(matrix[point_ids][:, anchor_ids].toarray() > 0)
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch.update(encoded)
+        batch["segment_sizes"] = torch.tensor(sizes, dtype=torch.long)
+        batch["point_ids"] = torch.from_numpy(point_ids)
+        return batch

@@ -1,0 +1,81 @@
+"""nDCG@k for extreme classification —
+a local ``evaluate`` module: load it with ``evaluate.load(<this folder>)``.
+
+Delegates to :func:`hf_compress.ramen.metrics.xc.xc_metrics`, which documents the conventions.
+"""
+
+import datasets
+import evaluate
+
+from hf_compress.ramen.metrics import xc
+
+_DESCRIPTION = """\
+nDCG@k = mean over points of DCG@k / IDCG@k with DCG@k = sum_{r<=k} y[p_r] / log2(r+1) and IDCG@k the DCG of
+min(k, |y|) relevant labels ranked first. Points with no relevant label count as 0 and stay in the mean unless
+ignore_empty=True.
+Conventions of the Extreme Classification Repository.
+"""
+
+_CITATION = """\
+@misc{Bhatia16,
+  author = {Bhatia, K. and Dahiya, K. and Jain, H. and Kar, P. and Mittal, A. and Prabhu, Y. and Varma, M.},
+  title = {The extreme classification repository: Multi-label datasets and code},
+  url = {http://manikvarma.org/downloads/XC/XMLRepository.html},
+  year = {2016}
+}
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: per point, the ranked predicted label ids, best first (-1 = empty slot; rows shorter than k
+        are padded with -1). A label id may appear at most once per row.
+    references: per point, the ids of the relevant labels.
+    k: an int or a list of ints (default [1, 3, 5]).
+    filter_pairs: optional [n, 2] (row, label) pairs removed from references and predictions before scoring
+        (the XC-repository convention for reciprocal pairs; later predictions move up). Rows index the
+        points in the order they were added.
+    num_labels: optional size L of the label space (ids must lie in [0, L)).
+    ignore_empty: drop points without relevant labels from the mean (default False: they count as 0).
+Returns:
+    a dict {"nDCG@1": float, "nDCG@3": float, ...} with values in [0, 1].
+Examples:
+    >>> from hf_compress.ramen.metrics import load_metric
+    >>> metric = load_metric("ndcg_at_k")  # = evaluate.load(<the folder of this file>)
+    >>> metric.compute(predictions=[[1, 2, 3]], references=[[2]], k=[1, 3])
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class NDCGAtK(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int64")),
+                    "references": datasets.Sequence(datasets.Value("int64")),
+                }
+            ),
+            reference_urls=["http://manikvarma.org/downloads/XC/XMLRepository.html"],
+        )
+
+    def _compute(
+        self,
+        predictions,
+        references,
+        k=(1, 3, 5),
+        filter_pairs=None,
+        num_labels=None,
+        ignore_empty=False,
+    ):
+        results = xc.xc_metrics(
+            predictions,
+            references,
+            ks=k,
+            filter_pairs=filter_pairs,
+            num_labels=num_labels,
+            ignore_empty=ignore_empty,
+        )
+        return {key: value for key, value in results.items() if key.startswith("nDCG@")}

@@ -1,0 +1,162 @@
+"""Top-k label prediction for new texts, and XC evaluation of a trained RAMEN model.
+
+``XCPredictor`` = encoder + tokenizer + label texts + an ANN index over label embeddings (+ the optional
+one-vs-all classifier). It is saved into the encoder's folder (under ``xc/``), so one folder is both a
+sentence-transformers model and a ready-to-serve XC predictor. No metadata graph is involved anywhere here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .classifier import OneVsAllClassifier, fuse_scores
+from .metrics import inverse_propensity, xc_metrics
+from .mining import EmbeddingIndex
+from .modeling_ramen import RamenEncoder
+
+logger = logging.getLogger(__name__)
+XC_FOLDER = "xc"
+
+
+class XCPredictor:
+    """Encode texts, search the label index, optionally re-score with the classifier, return the top k."""
+
+    def __init__(
+        self,
+        encoder: RamenEncoder,
+        tokenizer,
+        label_texts: list[str],
+        label_embeddings: np.ndarray | None = None,
+        classifier: OneVsAllClassifier | None = None,
+        fusion_weight: float = 0.0,
+        index_backend: str = "auto",
+        shortlist_size: int = 50,
+        batch_size: int = 256,
+    ) -> None:
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.label_texts = list(label_texts)
+        self.classifier = classifier
+        self.fusion_weight = float(fusion_weight)
+        self.shortlist_size = int(shortlist_size)
+        self.batch_size = batch_size
+        if label_embeddings is None:
+            label_embeddings = encoder.encode(self.label_texts, tokenizer, batch_size=batch_size)
+        if label_embeddings.shape[0] != len(self.label_texts):
+            raise ValueError(f"{label_embeddings.shape[0]} label embeddings for {len(self.label_texts)} label texts.")
+        self.label_embeddings = np.ascontiguousarray(label_embeddings, dtype=np.float32)
+        self.index = EmbeddingIndex(self.label_embeddings.shape[1], backend=index_backend)
+        self.index.add(self.label_embeddings)
+
+    def embed(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return self.encoder.encode(list(texts), self.tokenizer, batch_size=self.batch_size, show_progress=show_progress)
+
+    def top_k_from_embeddings(self, embeddings: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(label ids [N, k], scores [N, k]) for point embeddings, best first."""
+        use_classifier = self.classifier is not None and self.fusion_weight > 0
+        depth = max(k, self.shortlist_size) if use_classifier else k
+        depth = min(depth, len(self.label_texts))
+        scores, ids = self.index.search(np.ascontiguousarray(embeddings, dtype=np.float32), depth)
+        if use_classifier:
+            scores = fuse_scores(self.classifier, embeddings, ids, scores, self.fusion_weight)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        ids, scores = ids[:, :k], scores[:, :k]
+        if ids.shape[1] < k:  # fewer labels than k: pad like the metrics expect
+            pad = k - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return ids, scores
+
+    def predict(self, texts: str | list[str], k: int = 5) -> list[list[dict]]:
+        """For each text, its k best labels as ``{"label": text, "label_id": id, "score": float}``, best first."""
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        ids, scores = self.top_k_from_embeddings(self.embed(texts), k)
+        results = [
+            [{"label": self.label_texts[i], "label_id": int(i), "score": float(s)} for i, s in zip(row_ids, row_scores) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores)
+        ]
+        return results[0] if single else results
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        folder = Path(save_directory)
+        self.encoder.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        xc = folder / XC_FOLDER
+        xc.mkdir(parents=True, exist_ok=True)
+        (xc / "label_texts.json").write_text(json.dumps(self.label_texts, ensure_ascii=False))
+        save_file({"label_embeddings": torch.from_numpy(self.label_embeddings)}, str(xc / "label_embeddings.safetensors"))
+        if self.classifier is not None:
+            save_file(self.classifier.state_dict_for_save(), str(xc / "classifier.safetensors"))
+        settings = {
+            "fusion_weight": self.fusion_weight,
+            "shortlist_size": self.shortlist_size,
+            "index_backend": self.index.backend,
+            "num_labels": len(self.label_texts),
+        }
+        (xc / "predictor.json").write_text(json.dumps(settings, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, index_backend: str | None = None) -> "XCPredictor":
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        xc = folder / XC_FOLDER
+        missing = [name for name in ("predictor.json", "label_texts.json", "label_embeddings.safetensors") if not (xc / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} is not a saved XC predictor: {', '.join(XC_FOLDER + '/' + m for m in missing)} missing. "
+                "Save one with XCPredictor.save_pretrained (or RamenTrainer.save_predictor); a folder with only the "
+                "encoder loads with RamenEncoder.from_pretrained."
+            )
+        settings = json.loads((xc / "predictor.json").read_text())
+        label_texts = json.loads((xc / "label_texts.json").read_text())
+        embeddings = load_file(str(xc / "label_embeddings.safetensors"))["label_embeddings"].numpy()
+        classifier = None
+        if (xc / "classifier.safetensors").is_file():
+            classifier = OneVsAllClassifier.from_saved(load_file(str(xc / "classifier.safetensors")))
+        return cls(
+            RamenEncoder.from_pretrained(folder),
+            AutoTokenizer.from_pretrained(folder),
+            label_texts,
+            label_embeddings=embeddings,
+            classifier=classifier,
+            fusion_weight=settings.get("fusion_weight", 0.0),
+            index_backend=index_backend or settings.get("index_backend", "auto"),
+            shortlist_size=settings.get("shortlist_size", 50),
+        )
+
+
+def evaluate_xc(
+    predictor: XCPredictor,
+    texts: list[str],
+    labels,
+    train_labels=None,
+    ks: tuple[int, ...] = (1, 3, 5),
+    filter_pairs: np.ndarray | None = None,
+    propensity_a: float = 0.55,
+    propensity_b: float = 1.5,
+    point_embeddings: np.ndarray | None = None,
+) -> dict[str, float]:
+    """P@k, nDCG@k (and PSP@k, PSnDCG@k when ``train_labels`` gives label frequencies) in percent."""
+    if point_embeddings is None:
+        point_embeddings = predictor.embed(texts)
+    depth = max(ks) + (0 if filter_pairs is None else 5)
+    ids, _ = predictor.top_k_from_embeddings(point_embeddings, depth)
+    propensity = None
+    if train_labels is not None:
+        propensity = inverse_propensity(train_labels, A=propensity_a, B=propensity_b)
+    metrics = xc_metrics(ids, labels, ks=ks, inv_propensity=propensity, filter_pairs=filter_pairs,
+                         num_labels=len(predictor.label_texts))
+    return {name: 100.0 * value for name, value in metrics.items()}

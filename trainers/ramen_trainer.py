@@ -1,0 +1,307 @@
+"""``RamenTrainer``: siamese encoder training for extreme classification, regularized by metadata graphs.
+
+Per step (one encoder forward over points, sampled positive labels and sampled graph anchors):
+``loss = triplet(points, labels) + sum_g w_g * triplet(points, anchors_g)``; every term is logged. Batches are
+NGAME cluster batches (similar points together, so in-batch negatives are hard), rebuilt from the current
+encoder every ``cluster_refresh_epochs``. ``evaluate()`` retrieves labels for the test points through the ANN
+index and reports P@k / nDCG@k / PSP@k / PSnDCG@k; ``train_classifier()`` runs the one-vs-all stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+
+from hf_compress.ramen.classifier import train_classifier
+from hf_compress.ramen.collator import RamenCollator
+from hf_compress.ramen.data import XCData, XCSplit
+from hf_compress.ramen.losses import graph_regularizer, multi_positive_triplet_loss
+from hf_compress.ramen.mining import ClusterBatchSampler, EmbeddingIndex, hard_negatives
+from hf_compress.ramen.modeling_ramen import RamenEncoder
+from hf_compress.ramen.predict import XCPredictor, evaluate_xc
+
+from .ramen_config import RamenTrainingArguments
+
+logger = logging.getLogger(__name__)
+FUSION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class _ClusterRefresh(TrainerCallback):
+    """Rebuild cluster batches (and mined negatives) from the current encoder at the start of chosen epochs."""
+
+    def __init__(self, trainer: "RamenTrainer") -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        every = args.cluster_refresh_epochs
+        epoch = int(round(state.epoch or 0))
+        if every > 0 and epoch % every == 0:
+            self.trainer.refresh_mining()
+        return control
+
+
+class GraphWeightBandit:
+    """REINFORCE over a few candidate weights per graph; reward = change of in-batch P@1 after the step."""
+
+    def __init__(self, graphs: list[str], arms: list[float], seed: int = 0, learning_rate: float = 0.5) -> None:
+        self.graphs, self.arms = graphs, arms
+        self.logits = {g: np.zeros(len(arms)) for g in graphs}
+        self.rng = np.random.default_rng(seed)
+        self.learning_rate = learning_rate
+        self.baseline: float | None = None
+        self.last_choice: dict[str, int] | None = None
+
+    def probabilities(self, graph: str) -> np.ndarray:
+        z = np.exp(self.logits[graph] - self.logits[graph].max())
+        return z / z.sum()
+
+    def choose(self) -> dict[str, float]:
+        self.last_choice = {g: int(self.rng.choice(len(self.arms), p=self.probabilities(g))) for g in self.graphs}
+        return {g: self.arms[i] for g, i in self.last_choice.items()}
+
+    def reward(self, value: float) -> None:
+        if self.last_choice is None:
+            return
+        if self.baseline is None:
+            self.baseline = value
+            return
+        advantage = value - self.baseline
+        self.baseline = 0.9 * self.baseline + 0.1 * value
+        for g, arm in self.last_choice.items():
+            grad = -self.probabilities(g)
+            grad[arm] += 1.0
+            self.logits[g] += self.learning_rate * advantage * grad
+
+    def expected_weights(self) -> dict[str, float]:
+        return {g: float(np.dot(self.probabilities(g), self.arms)) for g in self.graphs}
+
+
+class RamenTrainer(Trainer):
+    """Train a ``RamenEncoder`` on an ``XCData`` (train split for training, test split for ``evaluate()``)."""
+
+    def __init__(
+        self,
+        model: RamenEncoder,
+        args: RamenTrainingArguments,
+        data: XCData,
+        processing_class=None,
+        train_dataset=None,
+        eval_split: XCSplit | None = None,
+        callbacks=None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(model, RamenEncoder):
+            raise TypeError(
+                f"RamenTrainer trains a RamenEncoder, got {type(model).__name__}; build one with "
+                "RamenEncoder.from_backbone(path_of_an_encoder)."
+            )
+        if not isinstance(args, RamenTrainingArguments):
+            raise TypeError("RamenTrainer needs RamenTrainingArguments (the loss, mining and classifier options).")
+        if processing_class is None:
+            raise ValueError("RamenTrainer needs the tokenizer of the backbone as processing_class.")
+        unknown = sorted(set(args.graph_weight_map) - set(data.graphs))
+        if unknown:
+            raise ValueError(
+                f"graph_weights names {unknown}, which {data.name} does not have; available metadata graphs: "
+                f"{sorted(data.graphs) or 'none'}."
+            )
+        self.data = data
+        self.eval_split = eval_split if eval_split is not None else data.test
+        graphs = {
+            name: (data.graphs[name].matrix, data.graphs[name].anchor_texts)
+            for name, weight in args.graph_weight_map.items()
+            if weight > 0 or args.graph_bandit
+        }
+        collator = RamenCollator(
+            tokenizer=processing_class,
+            point_texts=data.train.texts,
+            labels=data.train.labels,
+            label_texts=data.label_texts,
+            graphs=graphs,
+            max_length=args.max_seq_length,
+            anchors_per_point=args.anchors_per_point,
+            seed=args.seed + args.process_index,
+        )
+        if train_dataset is None:
+            train_dataset = data.train.to_dataset().select_columns(["point_id"])
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.collator = collator
+        self.graph_names = list(graphs)
+        self.bandit = (
+            GraphWeightBandit(self.graph_names, args.bandit_arm_values, seed=args.seed) if args.graph_bandit and graphs else None
+        )
+        self._batch_sampler: ClusterBatchSampler | None = None
+        self._extra_logs: dict[str, list[float]] = defaultdict(list)
+        self.classifier = None
+        self.fusion_weight = 0.0
+        if args.cluster_size > 0 and args.cluster_refresh_epochs > 0:
+            self.add_callback(_ClusterRefresh(self))
+
+    # -- data ------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        if self.args.cluster_size <= 0:
+            return super().get_train_dataloader()
+        self._batch_sampler = ClusterBatchSampler(
+            len(self.train_dataset), batch_size=self._train_batch_size, cluster_size=self.args.cluster_size,
+            seed=self.args.seed, drop_last=self.args.dataloader_drop_last,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=self._batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _unwrapped(self) -> RamenEncoder:
+        return self.accelerator.unwrap_model(self.model)
+
+    def refresh_mining(self) -> None:
+        """Clusters of the current train-point embeddings (and mined label negatives) for the coming epochs."""
+        if self._batch_sampler is None and self.args.mined_negatives <= 0:
+            return
+        model = self._unwrapped()
+        point_embeddings = model.encode(self.data.train.texts, self.processing_class, show_progress=False)
+        if self._batch_sampler is not None:
+            point_ids = np.asarray(self.train_dataset["point_id"], dtype=np.int64)
+            self._batch_sampler.refresh(point_embeddings[point_ids])
+        if self.args.mined_negatives > 0:
+            label_embeddings = model.encode(self.data.label_texts, self.processing_class)
+            index = EmbeddingIndex(label_embeddings.shape[1], backend=self.args.index_backend)
+            index.add(label_embeddings)
+            self.collator.mined_negatives = hard_negatives(
+                point_embeddings, index, self.data.train.labels, k=self.args.mined_negatives
+            )
+        logger.info("RAMEN mining refreshed at epoch %s", self.state.epoch)
+
+    # -- loss ------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sizes = inputs.pop("segment_sizes").tolist()
+        inputs.pop("point_ids", None)
+        label_positive = inputs.pop("label_positive")
+        linked = {name: inputs.pop(f"graph_{name}_linked") for name in self.graph_names}
+        embeddings = model(**inputs).pooler_output
+        parts = torch.split(embeddings, sizes, dim=0)
+        points, labels = parts[0], parts[1]
+        options = {"margin": self.args.margin, "num_negatives": self.args.num_negatives, "temperature": self.args.temperature}
+        label_loss = multi_positive_triplet_loss(points, labels, label_positive, **options)
+        loss = label_loss
+        self._extra_logs["loss_labels"].append(float(label_loss.detach()))
+        with torch.no_grad():
+            if labels.shape[0] > 0:
+                best = (points @ labels.T).argmax(dim=1)
+                p_at_1 = label_positive.gather(1, best.unsqueeze(1)).float().mean()
+                self._extra_logs["inbatch_p@1"].append(float(p_at_1))
+            else:
+                p_at_1 = torch.tensor(0.0)
+        weights = dict(self.args.graph_weight_map)
+        if self.bandit is not None:
+            self.bandit.reward(float(self.accelerator.reduce(p_at_1.to(embeddings.device), "mean")))
+            weights.update(self.bandit.choose())
+        for name, anchors in zip(self.graph_names, parts[2:]):
+            graph_loss = graph_regularizer(points, anchors, linked[name], **options)
+            loss = loss + weights.get(name, 0.0) * graph_loss
+            self._extra_logs[f"loss_graph_{name}"].append(float(graph_loss.detach()))
+            self._extra_logs[f"graph_weight_{name}"].append(float(weights.get(name, 0.0)))
+        if return_outputs:
+            return loss, {"embeddings": embeddings}
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._extra_logs:
+            for name, values in self._extra_logs.items():
+                logs[name] = float(np.mean(values))
+            self._extra_logs.clear()
+        super().log(logs, start_time)
+
+    # -- evaluation and the classifier stage ------------------------------------------------------------
+    def build_predictor(self) -> XCPredictor:
+        """An ``XCPredictor`` over the current encoder (and classifier, once trained)."""
+        return XCPredictor(
+            self._unwrapped(),
+            self.processing_class,
+            self.data.label_texts,
+            classifier=self.classifier,
+            fusion_weight=self.fusion_weight,
+            index_backend=self.args.index_backend,
+            shortlist_size=self.args.shortlist_size,
+        )
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """XC metrics (percent) of label retrieval for ``eval_split`` (default: the test split)."""
+        split = eval_dataset if isinstance(eval_dataset, XCSplit) else self.eval_split
+        ks = tuple(k for k in (1, 3, 5) if k <= self.args.eval_top_k) or (self.args.eval_top_k,)
+        metrics = evaluate_xc(
+            self.build_predictor(),
+            split.texts,
+            split.labels,
+            train_labels=self.data.train.labels,
+            ks=ks,
+            filter_pairs=self.data.filter_pairs if split is self.data.test else None,
+            propensity_a=self.args.propensity_a,
+            propensity_b=self.args.propensity_b,
+        )
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def train_classifier(self, epochs: int | None = None, holdout_fraction: float = 0.05) -> dict[str, float]:
+        """One-vs-all stage on the frozen encoder; picks the fusion weight on held-out train points."""
+        epochs = self.args.classifier_epochs if epochs is None else epochs
+        if epochs <= 0:
+            raise ValueError("train_classifier: set classifier_epochs (or pass epochs) to a positive number.")
+        model = self._unwrapped()
+        points = model.encode(self.data.train.texts, self.processing_class, show_progress=True)
+        label_embeddings = model.encode(self.data.label_texts, self.processing_class)
+        index = EmbeddingIndex(label_embeddings.shape[1], backend=self.args.index_backend)
+        index.add(label_embeddings)
+        _, shortlist = index.search(points, min(self.args.shortlist_size, len(self.data.label_texts)))
+        rng = np.random.default_rng(self.args.seed)
+        order = rng.permutation(len(points))
+        held = order[: max(1, int(math.ceil(holdout_fraction * len(points))))]
+        fit = np.sort(order[len(held) :])
+        labels = self.data.train.labels
+        classifier, history = train_classifier(
+            points[fit], labels[fit], label_embeddings, shortlist[fit], epochs=epochs,
+            learning_rate=self.args.classifier_learning_rate, seed=self.args.seed,
+        )
+        self.classifier = classifier
+        predictor = XCPredictor(model, self.processing_class, self.data.label_texts, label_embeddings=label_embeddings,
+                                classifier=classifier, index_backend=self.args.index_backend,
+                                shortlist_size=self.args.shortlist_size)
+        if self.args.fusion_weight is not None:
+            self.fusion_weight = self.args.fusion_weight
+            scores = {}
+        else:
+            scores = {}
+            for weight in FUSION_GRID:
+                predictor.fusion_weight = weight
+                result = evaluate_xc(predictor, None, labels[held], ks=(5,), point_embeddings=points[held])
+                scores[weight] = result["P@5"]
+            self.fusion_weight = max(scores, key=lambda w: (scores[w], -w))
+        summary = {"classifier_bce_first": history[0], "classifier_bce_last": history[-1], "fusion_weight": self.fusion_weight}
+        summary.update({f"holdout_P@5_fusion_{w}": v for w, v in scores.items()})
+        self.log(summary)
+        return summary
+
+    def save_predictor(self, output_dir: str | None = None) -> str:
+        """Save encoder + tokenizer (sentence-transformers loadable) + label index (+ classifier) in one folder."""
+        output_dir = output_dir or self.args.output_dir
+        if self.is_world_process_zero():
+            self.build_predictor().save_pretrained(output_dir)
+        return output_dir
