@@ -41,3 +41,23 @@ def test_vtrans_under_accelerate_launch_two_processes(tmp_path, kind):
     assert ranks[0]["lambda_1"] == pytest.approx(ranks[1]["lambda_1"], rel=1e-6)
     assert ranks[0]["heads"] == ranks[1]["heads"]
     assert (tmp_path / "model.safetensors").is_file()  # saved once, by the main process
+
+
+@pytest.mark.ddp
+def test_ramen_under_accelerate_launch_two_processes(tmp_path):
+    launcher = shutil.which("accelerate")
+    command = [launcher, "launch"] if launcher else [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--main_process_port", str(_free_port()), "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no",
+                os.path.join(os.path.dirname(__file__), "ddp_ramen_script.py"), str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # 48 points, batch 8 per process, 2 processes -> 3 steps per epoch, 2 epochs
+    assert [r["global_steps"] for r in ranks] == [6, 6]
+    # DDP keeps the encoder identical on both processes; both rebuilt their clusters each epoch
+    assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], rel=1e-9)
+    assert [r["clusters_refreshed"] for r in ranks] == [2, 2]
+    assert (tmp_path / "xc" / "predictor.json").is_file() and (tmp_path / "model.safetensors").is_file()
