@@ -178,3 +178,30 @@ def test_cli_help_lists_ramen_options(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--graph_weights" in out and "--cluster_size" in out and "--dataset" in out
+
+
+def test_graph_bandit_moves_towards_the_rewarded_weight():
+    from trainers.ramen_trainer import GraphWeightBandit
+
+    bandit = GraphWeightBandit(["cites"], [0.0, 0.2, 0.5], seed=0, learning_rate=1.0)
+    bandit.choose()
+    bandit.reward(0.5)  # first reward only sets the baseline
+    for _ in range(300):
+        weight = bandit.choose()["cites"]
+        bandit.reward(1.0 if weight == 0.5 else 0.0)  # only the 0.5 arm helps in-batch P@1
+    probabilities = bandit.probabilities("cites")
+    assert probabilities.argmax() == 2 and probabilities[2] > 0.8
+    assert bandit.expected_weights()["cites"] > 0.4
+
+
+def test_bandit_and_mined_negatives_run_inside_training(tmp_path, tokenizer):
+    data = synthetic_data()
+    args = arguments(tmp_path, graph_weights="cites=0.2", graph_bandit=True, bandit_arms="0,0.5", mined_negatives=2)
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    trainer.train()
+    mined = trainer.collator.mined_negatives
+    assert mined.shape == (len(data.train), 2)
+    for row, negatives in enumerate(mined):  # mined label negatives are never positives of that point
+        assert not set(negatives[negatives >= 0].tolist()) & set(data.train.labels[row].indices.tolist())
+    weights = {log["graph_weight_cites"] for log in trainer.state.log_history if "graph_weight_cites" in log}
+    assert weights <= {0.0, 0.5} and len(weights) >= 1

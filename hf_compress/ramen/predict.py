@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .classifier import OneVsAllClassifier, fuse_scores
-from .metrics import inverse_propensity, xc_metrics
+from .metrics import METRIC_NAMES, inverse_propensity, load_metric
 from .mining import EmbeddingIndex
 from .modeling_ramen import RamenEncoder
 
@@ -149,7 +149,11 @@ def evaluate_xc(
     propensity_b: float = 1.5,
     point_embeddings: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """P@k, nDCG@k (and PSP@k, PSnDCG@k when ``train_labels`` gives label frequencies) in percent."""
+    """P@k, nDCG@k (and PSP@k, PSnDCG@k when ``train_labels`` gives label frequencies) in percent.
+
+    Scored by the bundled ``evaluate`` modules (``hf_compress.ramen.metrics.load_metric``), the same ones users
+    load with ``evaluate.load``.
+    """
     if point_embeddings is None:
         point_embeddings = predictor.embed(texts)
     depth = max(ks) + (0 if filter_pairs is None else 5)
@@ -157,6 +161,32 @@ def evaluate_xc(
     propensity = None
     if train_labels is not None:
         propensity = inverse_propensity(train_labels, A=propensity_a, B=propensity_b)
-    metrics = xc_metrics(ids, labels, ks=ks, inv_propensity=propensity, filter_pairs=filter_pairs,
-                         num_labels=len(predictor.label_texts))
+    references = [row.indices.tolist() for row in (labels if hasattr(labels, "getrow") else _as_csr(labels))]
+    predictions = ids.tolist()
+    common = {"k": list(ks), "filter_pairs": filter_pairs, "num_labels": len(predictor.label_texts)}
+    metrics: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        extra = {}
+        if name.startswith("ps"):
+            if propensity is None:
+                continue
+            extra["inv_propensity"] = propensity
+        module = _metric_module(name)
+        metrics.update(module.compute(predictions=predictions, references=references, **common, **extra))
     return {name: 100.0 * value for name, value in metrics.items()}
+
+
+_METRIC_MODULES: dict = {}
+
+
+def _metric_module(name: str):
+    """The local ``evaluate`` module ``name``, loaded once per process."""
+    if name not in _METRIC_MODULES:
+        _METRIC_MODULES[name] = load_metric(name)
+    return _METRIC_MODULES[name]
+
+
+def _as_csr(labels):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(labels)
