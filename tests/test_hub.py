@@ -125,3 +125,29 @@ def test_pull_without_hf_compress_installed(hub, tmp_path, kind):
         assert pulled["module"].startswith("transformers_modules.")  # the pushed code, not hf_compress
     a, b = load_file(tmp_path / "pushed.safetensors"), load_file(tmp_path / "pulled.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ramen_predictor_round_trip_and_pull_without_plugin(hub, tmp_path):
+    """A RAMEN encoder + tokenizer + label index pushed as one repo: pulled with a fresh cache it predicts the
+    same labels; with hf-compress hidden, trust_remote_code loads the encoder and embeds identically."""
+    import numpy as np
+
+    client = os.path.join(os.path.dirname(__file__), "hub_ramen_client.py")
+
+    def run(home, *args):
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+        done = subprocess.run([sys.executable, client, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        assert lines, (done.stdout[-2000:], done.stderr[-2000:])
+        return json.loads(lines[-1])
+
+    pushed = run(tmp_path / "h-push", "push", "tester/ramen", tmp_path / "pred")
+    pulled = run(tmp_path / "h-pull", "pull", "tester/ramen", pushed["commit"])
+    bare = run(tmp_path / "h-bare", "pull-without-plugin", "tester/ramen")
+    assert pulled["class"] == "RamenEncoder" and pulled["top3"] == pushed["top3"]
+    assert pulled["checksum"] == pushed["checksum"] == bare["checksum"]
+    np.testing.assert_array_equal(np.array(pulled["embeddings"]), np.array(pushed["embeddings"]))
+    assert bare["module"].startswith("transformers_modules.") and bare["class"] == "RamenEncoder"
+    np.testing.assert_allclose(np.array(bare["embeddings"]), np.array(pushed["embeddings"]), atol=1e-6)

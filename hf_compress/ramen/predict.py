@@ -108,9 +108,16 @@ class XCPredictor:
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, index_backend: str | None = None) -> "XCPredictor":
+    def from_pretrained(
+        cls, folder: str | os.PathLike, index_backend: str | None = None, revision: str | None = None
+    ) -> "XCPredictor":
+        """Load from a local folder or a Hub repo id (the whole snapshot: encoder, tokenizer and ``xc/``)."""
         from transformers import AutoTokenizer
 
+        if not Path(folder).exists() and "/" in str(folder):
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(str(folder), revision=revision)
         folder = Path(folder)
         xc = folder / XC_FOLDER
         missing = [name for name in ("predictor.json", "label_texts.json", "label_embeddings.safetensors") if not (xc / name).is_file()]
