@@ -205,3 +205,21 @@ def test_bandit_and_mined_negatives_run_inside_training(tmp_path, tokenizer):
         assert not set(negatives[negatives >= 0].tolist()) & set(data.train.labels[row].indices.tolist())
     weights = {log["graph_weight_cites"] for log in trainer.state.log_history if "graph_weight_cites" in log}
     assert weights <= {0.0, 0.5} and len(weights) >= 1
+
+
+def test_saved_predictor_carries_a_valid_card_with_the_measured_metrics(tmp_path, tokenizer):
+    from huggingface_hub import ModelCard
+
+    from model_cards import validate_card
+
+    trainer = RamenTrainer(model=tiny_encoder(), args=arguments(tmp_path, graph_weights="cites=0.2"),
+                           data=synthetic_data(), processing_class=tokenizer)
+    trainer.train()
+    metrics = trainer.evaluate()
+    folder = trainer.save_predictor(str(tmp_path / "pred"), command="hf-compress ramen --graph_weights cites=0.2")
+    card = ModelCard.load(tmp_path / "pred" / "README.md")
+    results = validate_card(card, folder=folder)
+    by_name = {r.metric_name: r.metric_value for r in results}
+    assert by_name["P@5"] == pytest.approx(metrics["eval_P@5"]) and by_name["PSP@5"] == pytest.approx(metrics["eval_PSP@5"])
+    assert "cites (0.2)" in card.text and "hf-compress ramen --graph_weights cites=0.2" in card.text
+    assert card.data.pipeline_tag == "sentence-similarity"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -148,6 +150,8 @@ class RamenTrainer(Trainer):
         self._extra_logs: dict[str, list[float]] = defaultdict(list)
         self.classifier = None
         self.fusion_weight = 0.0
+        self.last_eval_metrics: dict[str, float] | None = None
+        self.train_seconds = 0.0
         if args.cluster_size > 0 and args.cluster_refresh_epochs > 0:
             self.add_callback(_ClusterRefresh(self))
 
@@ -255,6 +259,8 @@ class RamenTrainer(Trainer):
             propensity_a=self.args.propensity_a,
             propensity_b=self.args.propensity_b,
         )
+        if split is self.eval_split:
+            self.last_eval_metrics = dict(metrics)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -299,9 +305,37 @@ class RamenTrainer(Trainer):
         self.log(summary)
         return summary
 
-    def save_predictor(self, output_dir: str | None = None) -> str:
-        """Save encoder + tokenizer (sentence-transformers loadable) + label index (+ classifier) in one folder."""
+    def train(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.train_seconds += time.perf_counter() - start
+
+    def training_summary(self) -> dict:
+        """What the model card reports about this run (measured, not typed in)."""
+        args = self.args
+        backbone = getattr(self._unwrapped().backbone.config, "_name_or_path", "") or self._unwrapped().config.backbone_config.get("model_type")
+        return {
+            "backbone": backbone, "dataset": self.data.name, "num_train": len(self.data.train),
+            "num_labels": self.data.num_labels, "graph_weights": dict(args.graph_weight_map), "margin": args.margin,
+            "num_negatives": args.num_negatives, "cluster_size": args.cluster_size,
+            "cluster_refresh_epochs": args.cluster_refresh_epochs, "epochs": args.num_train_epochs,
+            "batch_size": args.per_device_train_batch_size * max(1, args.world_size), "learning_rate": args.learning_rate,
+            "params": sum(p.numel() for p in self._unwrapped().parameters()), "train_seconds": round(self.train_seconds, 1),
+            "fusion_weight": self.fusion_weight if self.classifier is not None else None,
+            "propensity_a": args.propensity_a, "propensity_b": args.propensity_b,
+        }
+
+    def save_predictor(self, output_dir: str | None = None, command: str | None = None) -> str:
+        """Save encoder + tokenizer (sentence-transformers loadable) + label index (+ classifier) in one folder,
+        with a model card (README.md) carrying the last test-split metrics."""
+        from model_cards import render_ramen_card
+
         output_dir = output_dir or self.args.output_dir
         if self.is_world_process_zero():
             self.build_predictor().save_pretrained(output_dir)
+            card = render_ramen_card(self.last_eval_metrics or {}, self.training_summary(), output_dir=output_dir,
+                                     command=command)
+            card.save(os.path.join(output_dir, "README.md"))
         return output_dir
