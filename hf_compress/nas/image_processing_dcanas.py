@@ -13,7 +13,10 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def default_image_processor(config):
     """A ``ViTImageProcessorPil`` sized for ``config`` (CIFAR-10 mean/std for 3 channels, 0.5 / 0.5 else)."""
-    from transformers import ViTImageProcessorPil
+    try:
+        from transformers import ViTImageProcessorPil
+    except ImportError:  # transformers < 5: the slow ViT processor is the PIL one
+        from transformers import ViTImageProcessor as ViTImageProcessorPil
 
     channels = getattr(config, "num_channels", 3)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if channels == 3 else ((0.5,) * channels, (0.5,) * channels)

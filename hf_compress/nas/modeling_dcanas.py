@@ -21,9 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
+
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers < 5 (remote code on older transformers; tests/optimum_env): torch's own
+    from torch.nn import init
 
 from .configuration_dcanas import DCANASConfig
 from .image_processing_dcanas import default_image_processor
