@@ -185,6 +185,7 @@ COMMANDS = {
     "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO",
     "pull": "download a model repo into a folder: pull REPO [--revision REV] [--local_dir DIR]",
     "ramen": "train a RAMEN encoder for extreme classification (graph-regularized), evaluate P@k / PSP@k, save a predictor",
+    "nas": "DCA-NAS: search a cell under a device budget (params / flops / latency); derive, train, export; latency table (lut), look-up graph (lug)",
     "export": "export a searched DCA-NAS network to ONNX, validate it with onnxruntime and time it: export DIR --output OUT",
     "probe": "attention-probing report (special / current / rest per head, dense vs pruned): probe MODEL --output DIR",
 }
@@ -268,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_pull(argv[1:])
         if argv[0] == "probe":
             return run_probe(argv[1:])
+        if argv[0] == "nas":
+            from .nas.cli import run_nas
+
+            return run_nas(argv[1:])
         if argv[0] == "export":
             from .nas.export import main as export_main
 
