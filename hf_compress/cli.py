@@ -58,29 +58,33 @@ _VTRANS_DEFAULTS = {
 }
 
 
-def _with_defaults(argv: list[str]) -> list[str]:
+def with_defaults(argv: list[str], defaults: dict[str, str]) -> list[str]:
+    """``argv`` preceded by ``--key value`` for every default the user did not pass (theirs win)."""
     given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
-    defaults = []
-    for key, value in _VTRANS_DEFAULTS.items():
-        if key not in given:
-            defaults += [f"--{key}", value]
-    if not given & {"target_sparsity", "target_params", "target_flops"}:
-        defaults += ["--target_sparsity", "0.5"]
-    return defaults + argv
+    return [item for key, value in defaults.items() if key not in given for item in (f"--{key}", value)] + argv
 
 
-def parse_vtrans_args(argv: list[str]):
+def parse_dataclass_args(dataclass_types: tuple, argv: list[str], prog: str, defaults: dict[str, str]):
+    """Flags (with ``defaults``) or one JSON / YAML file, parsed into the dataclasses like the HF example scripts."""
     from transformers import HfArgumentParser
 
-    from trainers import VTransTrainingArguments
-
-    parser = HfArgumentParser((VTransScriptArguments, VTransTrainingArguments), prog="hf-compress vtrans")
+    parser = HfArgumentParser(dataclass_types, prog=prog)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         if not os.path.isfile(argv[0]):
             raise FileNotFoundError(f"Config file not found: {argv[0]}")
         parse = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
         return parse(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=_with_defaults(argv))
+    return parser.parse_args_into_dataclasses(args=with_defaults(argv, defaults))
+
+
+def parse_vtrans_args(argv: list[str]):
+    from trainers import VTransTrainingArguments
+
+    defaults = dict(_VTRANS_DEFAULTS)
+    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
+    if not given & {"target_sparsity", "target_params", "target_flops"}:
+        defaults["target_sparsity"] = "0.5"
+    return parse_dataclass_args((VTransScriptArguments, VTransTrainingArguments), argv, "hf-compress vtrans", defaults)
 
 
 def run_vtrans(script, args) -> dict:

@@ -76,25 +76,10 @@ _SEARCH_DEFAULTS = {
 }
 
 
-def _with_defaults(argv: list[str], defaults: dict[str, str]) -> list[str]:
-    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
-    extra = []
-    for key, value in defaults.items():
-        if key not in given:
-            extra += [f"--{key}", value]
-    return extra + argv
-
-
 def _parse(dataclass_types, argv: list[str], prog: str, defaults: dict[str, str]):
-    from transformers import HfArgumentParser
+    from ..cli import parse_dataclass_args
 
-    parser = HfArgumentParser(dataclass_types, prog=prog)
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        if not os.path.isfile(argv[0]):
-            raise FileNotFoundError(f"Config file not found: {argv[0]}")
-        parse = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        return parse(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=_with_defaults(argv, defaults))
+    return parse_dataclass_args(dataclass_types, argv, prog, defaults)
 
 
 def load_data(data: NASDataArguments, seed: int, image_size: int = 32, num_channels: int = 3, split: str = "train"):

@@ -43,27 +43,12 @@ class RamenScriptArguments:
     evaluate_before: bool = field(default=True, metadata={"help": "Also report the untrained encoder's metrics."})
 
 
-def _with_defaults(argv: list[str]) -> list[str]:
-    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
-    defaults = []
-    for key, value in _RAMEN_DEFAULTS.items():
-        if key not in given:
-            defaults += [f"--{key}", value]
-    return defaults + argv
-
-
 def parse_ramen_args(argv: list[str]):
-    from transformers import HfArgumentParser
-
     from trainers import RamenTrainingArguments
 
-    parser = HfArgumentParser((RamenScriptArguments, RamenTrainingArguments), prog="hf-compress ramen")
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        if not os.path.isfile(argv[0]):
-            raise FileNotFoundError(f"Config file not found: {argv[0]}")
-        parse = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        return parse(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=_with_defaults(argv))
+    from ..cli import parse_dataclass_args
+
+    return parse_dataclass_args((RamenScriptArguments, RamenTrainingArguments), argv, "hf-compress ramen", _RAMEN_DEFAULTS)
 
 
 def load_dataset_for(script: RamenScriptArguments):

@@ -4,7 +4,6 @@ a local ``evaluate`` module: load it with ``evaluate.load(<this folder>)``.
 Delegates to :func:`hf_compress.ramen.metrics.xc.xc_metrics`, which documents the conventions.
 """
 
-import datasets
 import evaluate
 
 from hf_compress.ramen.metrics import xc
@@ -48,18 +47,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NDCGAtK(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int64")),
-                    "references": datasets.Sequence(datasets.Value("int64")),
-                }
-            ),
-            reference_urls=["http://manikvarma.org/downloads/XC/XMLRepository.html"],
-        )
+        return xc.evaluate_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(
         self,

@@ -4,9 +4,7 @@ a local ``evaluate`` module: load it with ``evaluate.load(<this folder>)``.
 Delegates to :func:`hf_compress.ramen.metrics.xc.xc_metrics`, which documents the conventions.
 """
 
-import datasets
 import evaluate
-import numpy as np
 
 from hf_compress.ramen.metrics import xc
 
@@ -60,18 +58,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PSPAtK(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int64")),
-                    "references": datasets.Sequence(datasets.Value("int64")),
-                }
-            ),
-            reference_urls=["http://manikvarma.org/downloads/XC/XMLRepository.html"],
-        )
+        return xc.evaluate_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(
         self,
@@ -86,19 +73,14 @@ class PSPAtK(evaluate.Metric):
         filter_pairs=None,
         num_labels=None,
     ):
-        if inv_propensity is None:
-            if train_label_counts is None or num_train_points is None:
-                raise ValueError(
-                    "psp_at_k needs inv_propensity, or train_label_counts and num_train_points to compute it"
-                )
-            inv_propensity = xc.inverse_propensity(np.asarray(train_label_counts), num_train_points, A=A, B=B)
-        elif train_label_counts is not None:
-            raise ValueError("pass either inv_propensity or train_label_counts, not both")
+        inv_propensity = xc.resolve_propensity(
+            "psp_at_k", inv_propensity, train_label_counts, num_train_points, A, B
+        )
         results = xc.xc_metrics(
             predictions,
             references,
             ks=k,
-            inv_propensity=np.asarray(inv_propensity, dtype=np.float64),
+            inv_propensity=inv_propensity,
             filter_pairs=filter_pairs,
             num_labels=num_labels,
         )
