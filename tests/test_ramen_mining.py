@@ -161,7 +161,7 @@ def test_balanced_clusters_cover_and_group_planted_blobs():
     assert purity >= 0.9
     again = balanced_clusters(x, cluster_size=64, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(clusters, again))  # deterministic per seed
-    assert balanced_clusters(x[:10], cluster_size=64) [0].tolist() == list(range(10))
+    assert balanced_clusters(x[:10], cluster_size=64)[0].tolist() == list(range(10))
     assert balanced_clusters(np.empty((0, 4)), 8) == []
     odd = balanced_clusters(x[:1001], cluster_size=1)
     assert len(odd) == 1001

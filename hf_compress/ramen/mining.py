@@ -329,21 +329,21 @@ class EmbeddingIndex:
 def _balanced_split(x: np.ndarray, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Split rows of unit vectors ``x`` into two halves (sizes ceil/floor) by balanced spherical 2-means."""
     n = len(x)
-    first = n - n // 2
-    centroids = x[rng.choice(n, size=2, replace=False)]
+    first = n - n // 2  # n >= 2 here, so 1 <= first < n
+    centroids = x[rng.choice(n, size=2, replace=False)].copy()
+    total = x.sum(axis=0)
     left = None
     for _ in range(max(1, iterations)):
-        sims = x @ centroids.T  # [n, 2]
-        diff = sims[:, 0] - sims[:, 1]
+        # sim(x, c0) - sim(x, c1) = x . (c0 - c1): one matrix-vector product
+        diff = x @ (centroids[0] - centroids[1])
         # the `first` points that prefer centroid 0 the most go left: balanced by construction
-        order = np.argpartition(-diff, first - 1) if first < n else np.arange(n)
         new_left = np.zeros(n, dtype=bool)
-        new_left[order[:first]] = True
+        new_left[np.argpartition(diff, n - first)[n - first:]] = True
         if left is not None and np.array_equal(new_left, left):
             break
         left = new_left
-        for side, mask in enumerate((left, ~left)):
-            mean = x[mask].sum(axis=0)
+        left_sum = left.astype(np.float32) @ x  # no copy of the selected rows
+        for side, mean in enumerate((left_sum, total - left_sum)):
             norm = np.linalg.norm(mean)
             if norm > 1e-12:
                 centroids[side] = mean / norm
