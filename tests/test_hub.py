@@ -151,3 +151,30 @@ def test_ramen_predictor_round_trip_and_pull_without_plugin(hub, tmp_path):
     np.testing.assert_array_equal(np.array(pulled["embeddings"]), np.array(pushed["embeddings"]))
     assert bare["module"].startswith("transformers_modules.") and bare["class"] == "RamenEncoder"
     np.testing.assert_allclose(np.array(bare["embeddings"]), np.array(pushed["embeddings"]), atol=1e-6)
+
+
+def test_dcanas_network_and_onnx_round_trip_and_pull_without_plugin(hub, tmp_path):
+    """A searched network pushed with its ONNX export: pulled with a fresh cache it has the same weights and
+    logits, the pulled ONNX file agrees with PyTorch, and trust_remote_code loads it with hf-compress hidden."""
+    import numpy as np
+
+    client = os.path.join(os.path.dirname(__file__), "hub_nas_client.py")
+
+    def run(home, *args):
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+        done = subprocess.run([sys.executable, client, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        assert lines, (done.stdout[-2000:], done.stderr[-2000:])
+        return json.loads(lines[-1])
+
+    pushed = run(tmp_path / "h-push", "push", "tester/dcanas", tmp_path / "net")
+    pulled = run(tmp_path / "h-pull", "pull", "tester/dcanas", pushed["commit"])
+    bare = run(tmp_path / "h-bare", "pull-without-plugin", "tester/dcanas")
+    assert pulled["class"] == bare["class"] == "DCANASForImageClassification"
+    assert pulled["checksum"] == pushed["checksum"] == bare["checksum"]
+    np.testing.assert_array_equal(np.array(pulled["logits"]), np.array(pushed["logits"]))
+    np.testing.assert_allclose(np.array(pulled["onnx_logits"]), np.array(pushed["logits"]), atol=1e-4)
+    assert bare["module"].startswith("transformers_modules.")
+    np.testing.assert_allclose(np.array(bare["logits"]), np.array(pushed["logits"]), atol=1e-5)
