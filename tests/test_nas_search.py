@@ -419,6 +419,22 @@ def test_cli_search_then_derive(tmp_path, capsys):
     assert rc == 0
     model = DCANASForImageClassification.from_pretrained(tmp_path / "derived")
     assert model.config.init_channels == 8 and model.config.genotype == results["genotype"]
+    # the search folder carries a card with the budget and the cost the run measured
+    from huggingface_hub import ModelCard
+
+    from model_cards import validate_card
+
+    card = ModelCard.load(out / "README.md")
+    validate_card(card, folder=out)
+    assert results["genotype"].replace("|", "\\|") in card.text and "within budget" in card.text and "Not trained yet" in card.text
+    # training the derived network adds its measured test accuracy as the card's model-index entry
+    rc = run_nas(["train", str(out), "--output_dir", str(tmp_path / "trained"), "--dataset", "digits",
+                  "--train_limit", "128", "--epochs", "1", "--batch_size", "64"])
+    assert rc == 0
+    trained = json.loads((tmp_path / "trained" / "train_results.json").read_text())
+    card = ModelCard.load(tmp_path / "trained" / "README.md")
+    (result,) = validate_card(card, folder=tmp_path / "trained")
+    assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(trained["eval_accuracy"])
 
 
 def test_public_names():

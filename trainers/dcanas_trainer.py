@@ -377,6 +377,9 @@ class DCANASTrainer(Trainer):
         model = DCANASForImageClassification(result.config)
         model.save_pretrained(output_dir)
         result.save(os.path.join(output_dir, RESULTS_FILE))
+        from model_cards import render_dcanas_card
+
+        render_dcanas_card(result.config, result.to_dict(), output_dir=output_dir).save(os.path.join(output_dir, "README.md"))
         logger.info("Saved the derived network %s to %s", result.genotype, output_dir)
         return None
 

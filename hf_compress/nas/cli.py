@@ -257,6 +257,12 @@ def cmd_train(argv: list[str]) -> int:
     trainer.data_collator = AugmentingCollator(padding=0, flip=False, cutout=0)
     metrics = trainer.evaluate()
     model.save_pretrained(ns.output_dir)
+    from model_cards import render_dcanas_card
+
+    search_file = os.path.join(ns.model, "search_results.json") if os.path.isdir(ns.model) else None
+    search = json.load(open(search_file, encoding="utf-8")) if search_file and os.path.isfile(search_file) else None
+    render_dcanas_card(config, search, test_accuracy=metrics["eval_accuracy"], dataset=ns.dataset,
+                       output_dir=ns.output_dir).save(os.path.join(ns.output_dir, "README.md"))
     with open(os.path.join(ns.output_dir, "train_results.json"), "w", encoding="utf-8") as handle:
         json.dump({"genotype": config.genotype, **metrics}, handle, indent=2)
     print(f"{config.genotype}: test accuracy {metrics['eval_accuracy']:.4f} ({len(test)} images); saved to {ns.output_dir}")
