@@ -266,9 +266,13 @@ def main() -> None:
                           f"{args.latency_queries} queries after 10 warm-up; batch = all {args.num_queries} queries in one call; "
                           "recall@5 vs exact top-5; RSS from /proc/self/status (index RSS = VmRSS after build - before)")
     log(f"# ramen_ann {time.strftime('%Y-%m-%d %H:%M:%S')}  sizes={args.sizes} datasets={args.datasets}")
+    file_done = False
     for n in args.sizes:
         for kind in args.datasets:
             if kind == "file":
+                if file_done:  # its size is the file's, not --sizes: measure it once
+                    continue
+                file_done = True
                 if not args.embeddings:
                     raise SystemExit("--datasets file needs --embeddings PATH.npy")
                 n = len(np.load(args.embeddings, mmap_mode="r")) - args.num_queries

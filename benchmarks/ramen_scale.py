@@ -153,6 +153,9 @@ def main() -> None:
         embeddings = np.load(cache)
         log(f"label embeddings reused from {cache}", log_path)
         result["encode"] = {"reused_from_cache": cache}
+        if os.path.exists(cache + ".json"):  # the timing of the run that encoded them
+            with open(cache + ".json") as handle:
+                result["encode"].update(json.load(handle))
     else:
         embeddings = np.empty((args.num_labels, encoder.model.config.hidden_size), dtype=np.float32)
         start = last = time.perf_counter()
@@ -178,6 +181,8 @@ def main() -> None:
         if not args.no_cache:
             os.makedirs(args.cache_dir, exist_ok=True)
             np.save(cache, embeddings)
+            with open(cache + ".json", "w") as handle:
+                json.dump(result["encode"], handle)
     result["rss_after_encode_mb"] = memory_kb()["VmRSS"] / 1024
     save()
 
@@ -200,7 +205,7 @@ def main() -> None:
         load_s = time.perf_counter() - start
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result["index"] = {"backend": index.backend, "params": index.params, "build_s": build_s, "rss_mb": index_rss,
+    result["index"] = {"backend": index.backend, "params": dict(index.params), "build_s": build_s, "rss_mb": index_rss,
                        "disk_mb": disk / 2**20, "save_s": save_s, "load_s": load_s}
     log(f"index {index!r}: build {build_s:.1f} s, +{index_rss:.0f} MB RSS, {disk / 2**20:.0f} MB on disk", log_path)
     save()

@@ -92,6 +92,37 @@ def test_auto_picks_exact_for_small_indexes(clustered):
     assert EmbeddingIndex(32, expected_size=10).backend == "exact"
     with pytest.raises(ValueError):
         EmbeddingIndex(32, backend="exact", M=16)  # parameters of another backend are refused when explicit
+    with pytest.raises(ValueError):
+        EmbeddingIndex(32, ef_serch=10)  # and typos always
+
+
+def test_auto_rule_prefers_hnswlib_then_faiss_then_exact(monkeypatch):
+    from hf_compress.ramen import mining
+
+    base, _ = blobs(500, 8, centers=4, noise=1.0)
+    monkeypatch.setattr(mining, "AUTO_EXACT_BELOW", 100)
+    index = EmbeddingIndex(8, M=8)  # parameters for backends "auto" does not pick are ignored
+    index.add(base)
+    expected = "hnswlib" if HAS_HNSWLIB else "faiss" if HAS_FAISS else "exact"
+    assert index.backend == expected
+    if expected == "hnswlib":
+        assert index.params["M"] == 8 and index.params["ef_search"] == mining.DEFAULTS["hnswlib"]["ef_search"]
+    monkeypatch.setattr(mining, "_package_available", lambda name: False)
+    fallback = EmbeddingIndex(8)
+    fallback.add(base)
+    assert fallback.backend == "exact"
+
+
+def test_set_search_params():
+    base, _ = blobs(300, 8, centers=4, noise=1.0)
+    index = EmbeddingIndex(8, backend="exact")
+    index.add(base)
+    index.set_search_params(num_threads=1)
+    assert index.params["num_threads"] == 1
+    with pytest.raises(ValueError):
+        index.set_search_params(ef_search=10)
+    with pytest.raises(ValueError):
+        EmbeddingIndex(8).set_search_params(num_threads=1)  # "auto" before add(): backend unknown yet
 
 
 ANN_BACKENDS = [
@@ -113,6 +144,12 @@ def test_ann_recall_and_save_load(backend, params, clustered, tmp_path):
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, base[ids]), rtol=1e-4, atol=1e-4)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
+    # a wider search (all IVF lists / a beam as large as the index) is at least as good
+    key = "nprobe" if params.get("index_type") == "ivf" else "ef_search"
+    setting = index.params[key]
+    index.set_search_params(**{key: index.params["nlist"] if key == "nprobe" else len(base)})
+    assert recall(index.search(queries, 5)[1], truth) >= recall(ids, truth)
+    index.set_search_params(**{key: setting})
     index.save(tmp_path / "index")
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "index").iterdir())
     loaded = EmbeddingIndex.load(tmp_path / "index")

@@ -13,15 +13,15 @@ Backends of :class:`EmbeddingIndex` (all optional packages are imported lazily):
 - ``"hnswlib"``: HNSW graph (``pip install hnswlib``);
 - ``"faiss"``: ``index_type="hnsw"`` (IndexHNSWFlat) or ``"ivf"`` (IndexIVFFlat, spherical k-means
   coarse quantizer) (``pip install faiss-cpu``);
-- ``"auto"``: chosen at the first :meth:`EmbeddingIndex.add` from the number of vectors, by the rule
-  measured in ``benchmarks/ramen_ann.py`` (see :data:`AUTO_EXACT_BELOW` and :func:`_auto_backend`).
+- ``"auto"``: chosen at the first :meth:`EmbeddingIndex.add` from the number of vectors (or ``expected_size``),
+  by the rule measured with ``benchmarks/ramen_ann.py`` (numbers below :data:`AUTO_EXACT_BELOW`): exact
+  below 20k vectors, else hnswlib (M 16, ef_construction 100, ef_search 128), else faiss HNSW, else exact.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sized
 from pathlib import Path
 
@@ -36,21 +36,42 @@ BACKENDS = ("exact", "hnswlib", "faiss")
 METRICS = ("ip", "cos")
 
 # ---------------------------------------------------------------------------------------------------------
-# The "auto" rule, from benchmarks/results/ramen_ann.json (benchmarks/ramen_ann.py, this 2-core AMD EPYC,
-# dim 384, clustered = Gaussian mixture, uniform = normalised N(0, I); recall@5 vs exact; latency = median
-# of single queries, 1 thread):
-#   AUTO_RULE_NUMBERS_PLACEHOLDER
+# The "auto" rule, from benchmarks/results/ramen_ann.json (benchmarks/ramen_ann.py; this shared 2-core AMD EPYC
+# with other jobs running, load 3-8; dim 384; recall@5 vs exact; latency = median of single queries, 1 thread):
+#
+#   data                      index (build)                         setting     recall@5   latency
+#   real MiniLM labels 199k   exact                                 -           1          32 ms
+#                             hnswlib M16/efc100 (50-95 s)          ef 64/128/256  .910/.965/.986   .32/.58/1.08 ms
+#                             hnswlib M32/efc200 (275 s)            ef 32/64/128   .922/.975/.993   .36/.56/.96 ms
+#                             faiss HNSW M32/efc100 (119 s)         ef 64/128/256  .945/.980/.992   .43/.78/1.49 ms
+#                             faiss IVF-Flat nlist 1784 (25 s)      nprobe 32/64/128 .885/.916/.944 .37/.66/1.31 ms
+#   clustered (mixture) 1M    exact                                 -           1          160-320 ms
+#                             hnswlib M16/efc100 (755 s)            ef 64/128/256  .884/.964/.988   .30/.40/.53 ms
+#                             faiss HNSW M32/efc100 (584 s)         ef 64/128   .955/.991      .31/.44 ms
+#                             faiss IVF-Flat nlist 4000 (178 s)     nprobe 8/32 1.0/1.0        .24/.63 ms
+#   uniform (N(0,I)) 1M       hnswlib M16/efc100 (759 s)            ef 256      .038       2.2 ms
+#                             faiss IVF-Flat nlist 4000 (144 s)     nprobe 128  .169       2.8 ms
+#   clustered 100k            exact 17-25 ms; hnswlib M100/efc300 (the paper's) builds in 233 s vs 42 s for M16/efc100
+#                             (5.5x; ~70 min at 1M here, not attempted) for .994 vs .928 recall at ef 16, both 1.0 at ef 128.
+#
+# Every ANN index is far under the 10 ms/query target at 1M; what separates them is recall on real embeddings and
+# build time. IVF wins on mixture data (its lists match the mixture) but is the worst per ms on the real MiniLM
+# label embeddings, so graphs it is: hnswlib M16/efc100 builds 2-4x faster than faiss HNSW M32/efc100 and 3-5x
+# faster than M32/efc200, and at ef_search 128 keeps recall@5 >= .96 on both real and mixture data at < 0.6 ms.
+# Below 20k vectors exact search costs <= ~4-7 ms a query, needs no build and is exact.
 # ---------------------------------------------------------------------------------------------------------
 AUTO_EXACT_BELOW = 20_000
 AUTO_PREFERENCE = ("hnswlib", "faiss")
 
-# Per-backend defaults (the "auto" choice uses these too).
+# Per-backend defaults (the "auto" choice uses these too). ef_search 256 buys ~.99 recall for ~2x the latency.
 DEFAULTS = {
     "exact": {"num_threads": None, "chunk_bytes": 256 << 20},
-    "hnswlib": {"M": 32, "ef_construction": 200, "ef_search": 64, "num_threads": None, "seed": 100},
-    "faiss": {"index_type": "hnsw", "M": 32, "ef_construction": 200, "ef_search": 64, "nlist": None,
-              "nprobe": 32, "train_size": None, "kmeans_iterations": 10, "num_threads": None, "seed": 1234},
+    "hnswlib": {"M": 16, "ef_construction": 100, "ef_search": 128, "num_threads": None, "seed": 100},
+    "faiss": {"index_type": "hnsw", "M": 32, "ef_construction": 100, "ef_search": 128, "nlist": None,
+              "nprobe": 64, "train_size": None, "kmeans_iterations": 10, "num_threads": None, "seed": 1234},
 }
+SEARCH_PARAMS = {"exact": ("num_threads", "chunk_bytes"), "hnswlib": ("ef_search", "num_threads"),
+                 "faiss": ("ef_search", "nprobe", "num_threads")}
 
 
 def _package_available(name: str) -> bool:
@@ -133,6 +154,9 @@ class EmbeddingIndex:
         self.params: dict = {}
         self._count = 0
         self._impl = None  # exact: np.ndarray of vectors; hnswlib / faiss: the library's index
+        known = set().union(*(DEFAULTS[b] for b in BACKENDS))
+        if set(params) - known:
+            raise ValueError(f"Unknown parameter(s) {sorted(set(params) - known)}; known: {sorted(known)}.")
         if backend != "auto":
             self._resolve(backend)
         elif self.expected_size is not None:
@@ -151,6 +175,16 @@ class EmbeddingIndex:
 
     def __len__(self) -> int:
         return self._count
+
+    def set_search_params(self, **params) -> None:
+        """Change search-time settings (``ef_search``, ``nprobe``, ``num_threads``, ``chunk_bytes``) of a built
+        index, e.g. a lower ``ef_search`` for bulk negative mining, a higher one for evaluation."""
+        if self.backend == "auto":
+            raise ValueError("The backend of an 'auto' index is chosen at its first add(); set parameters after that.")
+        unknown = set(params) - set(SEARCH_PARAMS[self.backend])
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not search parameters of {self.backend!r}: {SEARCH_PARAMS[self.backend]}.")
+        self.params.update(params)
 
     def __repr__(self) -> str:
         return f"EmbeddingIndex(dim={self.dim}, backend={self.backend!r}, metric={self.metric!r}, size={self._count}, params={self.params})"
