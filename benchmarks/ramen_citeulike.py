@@ -22,7 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -86,13 +85,7 @@ def main(argv=None) -> int:
 
     data = load_citeulike(seed=args.seed)
     if args.max_train:
-        from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit
-
-        n = args.max_train
-        data = XCData(
-            name=data.name, train=XCSplit(data.train.texts[:n], data.train.labels[:n]), test=data.test,
-            label_texts=data.label_texts, graphs={k: MetadataGraph(k, g.matrix[:n], g.anchor_texts) for k, g in data.graphs.items()},
-        )
+        data = data.head(num_train=args.max_train)
     print(json.dumps(data.summary()), flush=True)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     results: dict = {"config": vars(args), "data": data.summary(), "torch_threads": torch.get_num_threads(), "runs": {}}

@@ -15,17 +15,14 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from hf_compress.data import minilm_path  # noqa: E402
 from hf_compress.ramen import RamenEncoder  # noqa: E402
-from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit, load_citeulike  # noqa: E402
+from hf_compress.ramen.data import load_citeulike  # noqa: E402
 from hf_compress.ramen.predict import XCPredictor  # noqa: E402
 from trainers import RamenTrainer, RamenTrainingArguments  # noqa: E402
 
 data = load_citeulike(min_tag_frequency=5, seed=0)  # seeded 80/20 split, tags with >= 5 papers
 n = int(os.environ.get("RAMEN_TRAIN_POINTS", 2000))  # a slice keeps the example short; 0 = all
 if n:
-    data = XCData(
-        name=data.name, train=XCSplit(data.train.texts[:n], data.train.labels[:n]), test=data.test,
-        label_texts=data.label_texts, graphs={k: MetadataGraph(k, g.matrix[:n], g.anchor_texts) for k, g in data.graphs.items()},
-    )
+    data = data.head(num_train=n)
 print(data.summary())
 
 tokenizer = AutoTokenizer.from_pretrained(minilm_path())

@@ -23,12 +23,15 @@ def hub(tmp_path):
         yield server
 
 
-def run_client(hub, home, *args) -> dict:
+def run_client(hub, home, *args, script: str = CLIENT) -> dict:
+    """Run a client script against the local Hub with its own HF_HOME; returns the JSON line it printed last."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
-    done = subprocess.run([sys.executable, CLIENT, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, (done.stdout[-2000:], done.stderr[-2000:])
+    return json.loads(lines[-1])
 
 
 def test_push_then_pull_with_fresh_cache_is_bit_identical(hub, tmp_path):
@@ -135,13 +138,7 @@ def test_ramen_predictor_round_trip_and_pull_without_plugin(hub, tmp_path):
     client = os.path.join(os.path.dirname(__file__), "hub_ramen_client.py")
 
     def run(home, *args):
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-        env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
-        done = subprocess.run([sys.executable, client, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        assert lines, (done.stdout[-2000:], done.stderr[-2000:])
-        return json.loads(lines[-1])
+        return run_client(hub, home, *args, script=client)
 
     pushed = run(tmp_path / "h-push", "push", "tester/ramen", tmp_path / "pred")
     pulled = run(tmp_path / "h-pull", "pull", "tester/ramen", pushed["commit"])
@@ -161,13 +158,7 @@ def test_dcanas_network_and_onnx_round_trip_and_pull_without_plugin(hub, tmp_pat
     client = os.path.join(os.path.dirname(__file__), "hub_nas_client.py")
 
     def run(home, *args):
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-        env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
-        done = subprocess.run([sys.executable, client, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        assert lines, (done.stdout[-2000:], done.stderr[-2000:])
-        return json.loads(lines[-1])
+        return run_client(hub, home, *args, script=client)
 
     pushed = run(tmp_path / "h-push", "push", "tester/dcanas", tmp_path / "net")
     pulled = run(tmp_path / "h-pull", "pull", "tester/dcanas", pushed["commit"])

@@ -347,3 +347,20 @@ def test_citeulike_count_mismatch_is_reported(tmp_path, citeulike_root):
     (root / "item-tag.dat").write_text("\n".join(lines))
     with pytest.raises(XCFormatError, match=r"item-tag\.dat, line 3: the line starts with count 3 but 2 ids follow"):
         load_citeulike(tmp_path)
+
+
+def test_head_slices_points_graph_rows_and_filter_pairs():
+    import scipy.sparse as sp
+
+    from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit
+
+    labels = sp.csr_matrix(np.eye(4, 3, dtype=np.float32))
+    graph = MetadataGraph("g", sp.csr_matrix(np.ones((4, 2), dtype=np.float32)), ["a", "b"])
+    other = MetadataGraph("h", sp.csr_matrix((4, 1), dtype=np.float32), ["c"])
+    data = XCData("toy", XCSplit(list("wxyz"), labels), XCSplit(list("wxyz"), labels), ["l0", "l1", "l2"],
+                  graphs={"g": graph, "h": other}, filter_pairs=np.array([[0, 1], [3, 2]]))
+    head = data.head(num_train=2, num_test=3, graphs=["g"])
+    assert head.train.texts == ["w", "x"] and len(head.test) == 3 and head.label_texts == data.label_texts
+    assert list(head.graphs) == ["g"] and head.graphs["g"].matrix.shape == (2, 2)
+    assert head.filter_pairs.tolist() == [[0, 1]]  # the pair of test row 3 went with the row
+    assert data.head().summary() == data.summary()

@@ -170,3 +170,12 @@ def test_collator_rejects_mismatched_inputs(tokenizer):
         RamenCollator(tokenizer, ["w1"], sp.csr_matrix((2, 3)), ["a", "b", "c"])
     with pytest.raises(ValueError, match="graph 'g'"):
         RamenCollator(tokenizer, ["w1"], sp.csr_matrix((1, 3)), ["a", "b", "c"], graphs={"g": (sp.csr_matrix((1, 4)), ["x"])})
+
+
+def test_token_type_ids_reach_a_bert_backbone(tokenizer):
+    model = tiny_encoder()
+    batch = tokenizer(["w1 w2 w3"], return_tensors="pt")
+    segment_b = {**batch, "token_type_ids": torch.ones_like(batch["token_type_ids"])}
+    direct = model.backbone(**segment_b).last_hidden_state
+    torch.testing.assert_close(model(**segment_b).last_hidden_state, direct)
+    assert not torch.allclose(model(**segment_b).pooler_output, model(**batch).pooler_output)

@@ -12,7 +12,7 @@ def test_short_training_on_citeulike_beats_the_untrained_encoder(tmp_path):
 
     from hf_compress.data import minilm_path
     from hf_compress.ramen import RamenEncoder
-    from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit, load_citeulike
+    from hf_compress.ramen.data import load_citeulike
     from trainers import RamenTrainer, RamenTrainingArguments
 
     try:
@@ -20,12 +20,7 @@ def test_short_training_on_citeulike_beats_the_untrained_encoder(tmp_path):
         path = minilm_path()
     except FileNotFoundError as err:
         pytest.skip(str(err))
-    n = 512
-    data = XCData(
-        name=full.name, train=XCSplit(full.train.texts[:n], full.train.labels[:n]),
-        test=XCSplit(full.test.texts[:300], full.test.labels[:300]), label_texts=full.label_texts,
-        graphs={"citation": MetadataGraph("citation", full.graphs["citation"].matrix[:n], full.graphs["citation"].anchor_texts)},
-    )
+    data = full.head(num_train=512, num_test=300, graphs=["citation"])
     args = RamenTrainingArguments(
         str(tmp_path), per_device_train_batch_size=64, num_train_epochs=1, learning_rate=5e-5, logging_steps=4,
         save_strategy="no", report_to=[], seed=0, graph_weights="citation=0.2", cluster_size=16, disable_tqdm=True,

@@ -223,3 +223,11 @@ def test_saved_predictor_carries_a_valid_card_with_the_measured_metrics(tmp_path
     assert by_name["P@5"] == pytest.approx(metrics["eval_P@5"]) and by_name["PSP@5"] == pytest.approx(metrics["eval_PSP@5"])
     assert "cites (0.2)" in card.text and "hf-compress ramen --graph_weights cites=0.2" in card.text
     assert card.data.pipeline_tag == "sentence-similarity"
+
+
+def test_mined_negatives_are_refreshed_without_cluster_batches(tmp_path, tokenizer):
+    data = synthetic_data()
+    trainer = RamenTrainer(model=tiny_encoder(), args=arguments(tmp_path, cluster_size=0, mined_negatives=2),
+                           data=data, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.collator.mined_negatives is not None and trainer.collator.mined_negatives.shape == (len(data.train), 2)

@@ -152,7 +152,7 @@ class RamenTrainer(Trainer):
         self.fusion_weight = 0.0
         self.last_eval_metrics: dict[str, float] | None = None
         self.train_seconds = 0.0
-        if args.cluster_size > 0 and args.cluster_refresh_epochs > 0:
+        if args.cluster_refresh_epochs > 0 and (args.cluster_size > 0 or args.mined_negatives > 0):
             self.add_callback(_ClusterRefresh(self))
 
     # -- data ------------------------------------------------------------------------------------------
@@ -290,11 +290,10 @@ class RamenTrainer(Trainer):
         predictor = XCPredictor(model, self.processing_class, self.data.label_texts, label_embeddings=label_embeddings,
                                 classifier=classifier, index_backend=self.args.index_backend,
                                 shortlist_size=self.args.shortlist_size)
+        scores = {}
         if self.args.fusion_weight is not None:
             self.fusion_weight = self.args.fusion_weight
-            scores = {}
         else:
-            scores = {}
             for weight in FUSION_GRID:
                 predictor.fusion_weight = weight
                 result = evaluate_xc(predictor, None, labels[held], ks=(5,), point_embeddings=points[held])

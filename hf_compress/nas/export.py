@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .latency import median_ms
 from .onnx_config import DCANAS_MODEL_TYPE, DCANAS_ONNX_TASK, DCANASOnnxConfig, is_optimum_onnx_available
 
 logger = logging.getLogger(__name__)
@@ -404,17 +404,6 @@ def _validate(model, session, onnx_config, output_dir: str, report: ExportReport
     report.validated = True
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
-
-
 def _measure_latency(model, session, onnx_config, report: ExportReport, repeats: int, warmup: int) -> None:
     import torch
 
@@ -429,8 +418,8 @@ def _measure_latency(model, session, onnx_config, report: ExportReport, repeats:
     def run_onnxruntime():
         session.run(None, {input_name: pixel_values})
 
-    report.onnxruntime_latency_ms = round(_median_ms(run_onnxruntime, repeats, warmup), 4)
-    report.torch_latency_ms = round(_median_ms(run_torch, repeats, warmup), 4)
+    report.onnxruntime_latency_ms = round(median_ms(run_onnxruntime, repeats, warmup), 4)
+    report.torch_latency_ms = round(median_ms(run_torch, repeats, warmup), 4)
     report.latency_repeats = repeats
     if report.onnxruntime_latency_ms > 0:
         report.onnxruntime_speedup = round(report.torch_latency_ms / report.onnxruntime_latency_ms, 3)

@@ -122,7 +122,8 @@ def torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
+def median_ms(fn, repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -169,10 +170,10 @@ def measure_module(
         session = ort_session(export_onnx(module, example), threads)
         name = session.get_inputs()[0].name
         feed = {name: example.numpy()}
-        out["onnxruntime"] = _median_ms(lambda: session.run(None, feed), repeats, warmup)
+        out["onnxruntime"] = median_ms(lambda: session.run(None, feed), repeats, warmup)
     if "torch" in backends:
         with torch_threads(threads), torch.inference_mode():
-            out["torch"] = _median_ms(lambda: module(example), repeats, warmup)
+            out["torch"] = median_ms(lambda: module(example), repeats, warmup)
     return out
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_dcanas import DCANASConfig
+from .modeling_dcanas import DCANASStem
 from .ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, build_op
 from .spaces import NB201, DartsGenotype, NB201Genotype, SearchSpace, get_space
 
@@ -321,16 +322,6 @@ class SearchCell(nn.Module):
         return self.expand(out) if self.expand is not None else out
 
 
-class _Stem(nn.Module):
-    def __init__(self, num_channels: int, C_out: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(num_channels, C_out, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(C_out)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(pixel_values))
-
-
 class DCANASSupernet(nn.Module):
     """The search network of DCA-NAS (see the module docstring). ``forward(pixel_values, labels=None)``
     returns an ``ImageClassifierOutput`` (cross-entropy loss when labels are given)."""
@@ -355,7 +346,7 @@ class DCANASSupernet(nn.Module):
         )
         cells, kinds, searched = [], [], []
         if space.name == NB201:
-            self.stem = _Stem(settings.num_channels, C)
+            self.stem = DCANASStem(settings.num_channels, C)
             C_prev = C
             for stage in range(space.num_stages):
                 C_stage = C * 2**stage
@@ -369,7 +360,7 @@ class DCANASSupernet(nn.Module):
             self.final_norm = nn.BatchNorm2d(C_prev)
         else:
             C_curr = settings.stem_multiplier * C
-            self.stem = _Stem(settings.num_channels, C_curr)
+            self.stem = DCANASStem(settings.num_channels, C_curr)
             C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
             reductions = space.reduction_layers(settings.num_layers)
             reduction_prev = False

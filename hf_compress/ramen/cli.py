@@ -52,7 +52,7 @@ def parse_ramen_args(argv: list[str]):
 
 
 def load_dataset_for(script: RamenScriptArguments):
-    from .data import MetadataGraph, XCData, XCSplit, load_citeulike, load_xc_repository
+    from .data import load_citeulike, load_xc_repository
 
     if script.dataset == "citeulike":
         data = load_citeulike(min_tag_frequency=script.min_tag_frequency, test_fraction=script.test_fraction, seed=script.split_seed)
@@ -64,12 +64,7 @@ def load_dataset_for(script: RamenScriptArguments):
             "lbl_X.txt, trn_X_Y.txt and tst_X_Y.txt (Extreme Classification Repository format)."
         )
     if script.max_train:
-        n = script.max_train
-        data = XCData(
-            name=data.name, train=XCSplit(data.train.texts[:n], data.train.labels[:n]), test=data.test,
-            label_texts=data.label_texts, filter_pairs=data.filter_pairs,
-            graphs={k: MetadataGraph(k, g.matrix[:n], g.anchor_texts) for k, g in data.graphs.items()},
-        )
+        data = data.head(num_train=script.max_train)
     return data
 
 

@@ -363,6 +363,19 @@ class XCData:
     def num_labels(self) -> int:
         return len(self.label_texts)
 
+    def head(self, num_train: int | None = None, num_test: int | None = None, graphs: Sequence[str] | None = None) -> "XCData":
+        """The first ``num_train`` train / ``num_test`` test points (None = all) with their graph rows and filter
+        pairs, same labels; ``graphs`` keeps only the named graphs. For quick runs on a slice of a big set."""
+        train = XCSplit(self.train.texts[:num_train], self.train.labels[:num_train])
+        test = XCSplit(self.test.texts[:num_test], self.test.labels[:num_test])
+        kept = {name: MetadataGraph(name, graph.matrix[:num_train], graph.anchor_texts)
+                for name, graph in self.graphs.items() if graphs is None or name in graphs}
+        pairs = self.filter_pairs
+        if pairs is not None:
+            pairs = pairs[pairs[:, 0] < len(test)]
+        return XCData(name=self.name, train=train, test=test, label_texts=self.label_texts, graphs=kept,
+                      filter_pairs=pairs, extras=dict(self.extras))
+
     def label_frequencies(self) -> np.ndarray:
         """Number of train points tagged with each label (the n_l of the propensity formula), int64 [num_labels]."""
         return np.bincount(self.train.labels.indices, minlength=self.num_labels).astype(np.int64)

@@ -7,6 +7,7 @@ about them (zero extra inference cost).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -65,6 +66,8 @@ class RamenEncoder(RamenPreTrainedModel):
     def __init__(self, config: RamenConfig, backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone())
+        # signature() follows transformers' forward decorators (__code__ would see only the wrapper's *args)
+        self._backbone_inputs = set(inspect.signature(self.backbone.forward).parameters)
         self.post_init()
 
     @classmethod
@@ -106,7 +109,7 @@ class RamenEncoder(RamenPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         backbone_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and "token_type_ids" in self.backbone.forward.__code__.co_varnames:
+        if token_type_ids is not None and "token_type_ids" in self._backbone_inputs:
             backbone_inputs["token_type_ids"] = token_type_ids
         backbone_inputs.update({k: v for k, v in kwargs.items() if k in ("inputs_embeds", "position_ids")})
         token_states_bld = self.backbone(**backbone_inputs).last_hidden_state

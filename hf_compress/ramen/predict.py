@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -168,7 +169,8 @@ def evaluate_xc(
     propensity = None
     if train_labels is not None:
         propensity = inverse_propensity(train_labels, A=propensity_a, B=propensity_b)
-    references = [row.indices.tolist() for row in (labels if hasattr(labels, "getrow") else _as_csr(labels))]
+    labels = sp.csr_matrix(labels)
+    references = [row.tolist() for row in np.split(labels.indices, labels.indptr[1:-1])]
     predictions = ids.tolist()
     common = {"k": list(ks), "filter_pairs": filter_pairs, "num_labels": len(predictor.label_texts)}
     metrics: dict[str, float] = {}
@@ -191,9 +193,3 @@ def _metric_module(name: str):
     if name not in _METRIC_MODULES:
         _METRIC_MODULES[name] = load_metric(name)
     return _METRIC_MODULES[name]
-
-
-def _as_csr(labels):
-    import scipy.sparse as sp
-
-    return sp.csr_matrix(labels)

@@ -613,39 +613,3 @@ def _largest_true_weights(ref: sp.csr_matrix, w: np.ndarray, kmax: int) -> np.nd
     keep = rank < kmax
     out[rows[keep], rank[keep]] = vals[keep]
     return out
-
-
-# -- shared by the bundled ``evaluate`` modules ----------------------------------------------------------------
-XC_REPOSITORY_URL = "http://manikvarma.org/downloads/XC/XMLRepository.html"
-
-
-def evaluate_metric_info(description: str, citation: str, inputs_description: str):
-    """``evaluate.MetricInfo`` of an XC metric module: ranked predicted ids vs relevant ids, both int64 lists."""
-    import datasets
-    import evaluate
-
-    return evaluate.MetricInfo(
-        description=description,
-        citation=citation,
-        inputs_description=inputs_description,
-        features=datasets.Features(
-            {
-                "predictions": datasets.Sequence(datasets.Value("int64")),
-                "references": datasets.Sequence(datasets.Value("int64")),
-            }
-        ),
-        reference_urls=[XC_REPOSITORY_URL],
-    )
-
-
-def resolve_propensity(
-    metric: str, inv_propensity: Any, train_label_counts: Any, num_train_points: int | None, A: float, B: float
-) -> np.ndarray:
-    """The inverse propensities a PS metric module was given, or computes them from training label counts."""
-    if inv_propensity is None:
-        if train_label_counts is None or num_train_points is None:
-            raise ValueError(f"{metric} needs inv_propensity, or train_label_counts and num_train_points to compute it")
-        return inverse_propensity(np.asarray(train_label_counts), num_train_points, A=A, B=B)
-    if train_label_counts is not None:
-        raise ValueError("pass either inv_propensity or train_label_counts, not both")
-    return np.asarray(inv_propensity, dtype=np.float64)
