@@ -53,6 +53,11 @@ if _TRANSFORMERS_5:
     PrunedDecoderModel.register_for_auto_class("AutoModel")
     PrunedDecoderForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
+    # peft's default LoRA (and other adapter) target modules for the pruned model types
+    from .vtrans.peft_targets import register_peft_target_modules
+
+    register_peft_target_modules()
+
 __all__ = [
     "DCANASConfig", "DCANASForImageClassification", "RamenConfig", "RamenEncoder",
     "PrunedDecoderConfig", "PrunedDecoderForCausalLM", "PrunedDecoderModel",

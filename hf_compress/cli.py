@@ -186,8 +186,8 @@ def _print_summary(summary: dict) -> None:
 
 COMMANDS = {
     "vtrans": "prune a transformer with VTrans to a parameter / FLOPs budget",
-    "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO",
-    "pull": "download a model repo into a folder: pull REPO [--revision REV] [--local_dir DIR]",
+    "push": "upload a saved model folder to the Hub (HF_ENDPOINT / HF_TOKEN respected): push DIR REPO [--new_repo]",
+    "pull": "download a model repo into a folder: pull REPO [FILE ...] [--revision REV] [--local_dir DIR]",
     "ramen": "train a RAMEN encoder for extreme classification (graph-regularized), evaluate P@k / PSP@k, save a predictor",
     "nas": "DCA-NAS: search a cell under a device budget (params / flops / latency); derive, train, export; latency table (lut), look-up graph (lug)",
     "export": "export a searched DCA-NAS network to ONNX, validate it with onnxruntime and time it: export DIR --output OUT",
@@ -198,36 +198,35 @@ COMMANDS = {
 def run_push(argv: list[str]) -> int:
     import argparse
 
-    from huggingface_hub import HfApi
+    from .hub import push_folder
 
     parser = argparse.ArgumentParser(prog="hf-compress push", description=COMMANDS["push"])
     parser.add_argument("folder")
     parser.add_argument("repo_id")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument("--new_repo", action="store_true", help="fail if the repo exists (default: commit on top)")
     parser.add_argument("--commit_message", default="Upload with hf-compress")
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.folder, "config.json")):
-        raise FileNotFoundError(f"{args.folder} has no config.json: pass a folder written by save_pretrained.")
-    api = HfApi()
-    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    info = api.upload_folder(folder_path=args.folder, repo_id=args.repo_id, commit_message=args.commit_message,
-                             ignore_patterns=["checkpoint-*", "finetune/*", "teacher/*"])
-    print(f"pushed {args.folder} to {args.repo_id} at commit {info.oid}")
+    result = push_folder(args.folder, args.repo_id, new_repo=args.new_repo, private=args.private,
+                         commit_message=args.commit_message)
+    if not result.created:
+        print(f"{args.repo_id} already exists: added a commit on top of its main branch")
+    print(f"pushed {args.folder} to {args.repo_id} at commit {result.commit}")
     return 0
 
 
 def run_pull(argv: list[str]) -> int:
     import argparse
 
-    from huggingface_hub import snapshot_download
+    from .hub import pull_repo
 
     parser = argparse.ArgumentParser(prog="hf-compress pull", description=COMMANDS["pull"])
     parser.add_argument("repo_id")
+    parser.add_argument("files", nargs="*", help="only these files (default: the whole repo)")
     parser.add_argument("--revision", default=None)
     parser.add_argument("--local_dir", default=None)
     args = parser.parse_args(argv)
-    path = snapshot_download(args.repo_id, revision=args.revision, local_dir=args.local_dir)
-    print(path)
+    print(pull_repo(args.repo_id, args.revision, args.local_dir, filenames=args.files or None))
     return 0
 
 
@@ -265,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import hf_compress  # noqa: F401  (registers the Auto classes)
+    from hf_compress.hub import HubError
 
     try:
         if argv[0] == "push":
@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:  # bad input: say what and how to fix, no traceback
         print(f"hf-compress {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    except HubError as err:  # the Hub or the network failed (or the folder to push is unfit): the same, one line
+        print(f"hf-compress {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,3 +75,12 @@ def hf_compress_registered():
     import hf_compress
 
     return hf_compress
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A local Hub-compatible server (``hf_compress.testing.LocalHub``) storing its repos under ``tmp_path``."""
+    from hf_compress.testing import LocalHub
+
+    with LocalHub(tmp_path / "hub-data") as server:
+        yield server

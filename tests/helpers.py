@@ -7,7 +7,10 @@ shapes, counts and equivalences, never quality.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -183,3 +186,25 @@ def pruned_shape(pruned_model, dense_shape):
         num_heads=list(config.num_attention_heads_per_layer),
         intermediate_sizes=list(config.intermediate_size_per_layer),
     )
+
+
+HUB_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub_client_script.py")
+
+
+def hub_env(hub, home, token: str | None = "hf_test_token") -> dict[str, str]:
+    """Environment of a client process talking to the local Hub ``hub`` with its own HF_HOME (online)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def run_client(hub, home, *args, script: str = HUB_CLIENT, token: str | None = "hf_test_token") -> dict:
+    """Run a client script against the local Hub with its own HF_HOME; returns the JSON line it printed last."""
+    done = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True,
+                          env=hub_env(hub, home, token), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, (done.stdout[-2000:], done.stderr[-2000:])
+    return json.loads(lines[-1])

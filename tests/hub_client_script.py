@@ -21,43 +21,9 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
 
+from hub_models import build, describe  # noqa: E402
+
 AUTO = {"encoder": AutoModelForSequenceClassification, "decoder": AutoModelForCausalLM, "decoder-uniform": AutoModelForCausalLM}
-
-
-def build(kind: str, seed: int):
-    import hf_compress  # noqa: F401
-    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
-
-    from hf_compress.vtrans import attach_gates, dense_shape, materialize, resolve_budget
-
-    torch.manual_seed(seed)
-    if kind == "encoder":
-        dense = BertForSequenceClassification(
-            BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-        ).eval()
-        gates = attach_gates(dense)
-        with torch.no_grad():
-            gates.groups["heads"].log_sigma2[0, :2] = 5.0  # prune two heads so the layers differ in shape
-        return materialize(dense)
-    dense = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).eval()
-    gates = attach_gates(dense)
-    with torch.no_grad():
-        gates.groups["heads"].log_sigma2[0, :3] = 5.0  # layer 0 keeps one KV group
-        gates.groups["ffn"].log_sigma2[1, :16] = 5.0
-    if kind == "decoder":
-        return materialize(dense)
-    return materialize(dense, budget=resolve_budget(dense_shape(dense), target_sparsity=0.4), uniform=True)
-
-
-def describe(model) -> dict:
-    config = model.config
-    return {
-        "class": type(model).__name__,
-        "module": type(model).__module__,
-        "heads": getattr(config, "num_attention_heads_per_layer", None) or config.num_attention_heads,
-        "model_type": config.model_type,
-    }
 
 
 if command == "push":

@@ -12,26 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_compress.testing import LocalHub
-
-CLIENT = os.path.join(os.path.dirname(__file__), "hub_client_script.py")
-
-
-@pytest.fixture
-def hub(tmp_path):
-    with LocalHub(tmp_path / "hub-data") as server:
-        yield server
-
-
-def run_client(hub, home, *args, script: str = CLIENT) -> dict:
-    """Run a client script against the local Hub with its own HF_HOME; returns the JSON line it printed last."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
-    done = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, (done.stdout[-2000:], done.stderr[-2000:])
-    return json.loads(lines[-1])
+from helpers import run_client
 
 
 def test_push_then_pull_with_fresh_cache_is_bit_identical(hub, tmp_path):

@@ -1,5 +1,5 @@
 """Test helpers shipped with hf-compress: a local Hub-compatible server."""
 
-from .hub import HubStore, LocalHub
+from .hub import Fault, HubStore, LocalHub
 
-__all__ = ["HubStore", "LocalHub"]
+__all__ = ["Fault", "HubStore", "LocalHub"]

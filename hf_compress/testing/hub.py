@@ -4,7 +4,15 @@ It speaks the part of the Hub API that the real ``huggingface_hub`` / ``transfor
 create repos, commit files (regular uploads, base64 inside the commit) and download them, and stores
 every repo with its revisions on disk. Point a client at it with ``HF_ENDPOINT=http://127.0.0.1:PORT``.
 
-    python -m hf_compress.testing.hub --port 8123 --root /tmp/hub
+    python -m hf_compress.testing.hub --port 8123 --root /tmp/hub [--token hf_secret]
+
+A commit is applied whole or not at all: a request whose body arrives incomplete (the client or the network
+went away mid-upload) is dropped without being acted on, and a branch moves only once the new snapshot is
+complete on disk. Downloads honour ``Range`` (clients resume interrupted downloads with it).
+
+For tests, the server can be told to fail the way a real Hub or network does (see :class:`LocalHub`):
+require a token (401), forbid a repo (403), answer chosen requests with an HTTP status, or cut a connection
+in the middle of an upload or a download.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -81,7 +91,7 @@ class HubStore:
             refs, log = self.refs(repo_type, repo_id), self.commits(repo_type, repo_id)
             parent = refs.get(branch) or refs["main"]
             sha = self._new_sha(repo_id, summary + str(len(log)))
-            target = repo / "snapshots" / sha
+            target = repo / "snapshots" / f".building-{sha}"  # renamed into place once complete
             shutil.copytree(repo / "snapshots" / parent, target)
             for kind, path, content in ops:
                 dest = (target / path).resolve()
@@ -94,6 +104,7 @@ class HubStore:
                     dest.unlink(missing_ok=True)
                 elif kind == "deletedFolder":
                     shutil.rmtree(dest, ignore_errors=True)
+            os.replace(target, repo / "snapshots" / sha)
             refs[branch] = sha
             log.insert(0, {"id": sha, "title": summary, "parents": [parent], "date": time.time()})
             self._write(repo, refs, log)
@@ -105,8 +116,39 @@ class HubStore:
 
     @staticmethod
     def _write(repo: Path, refs: dict, log: list) -> None:
-        (repo / "refs.json").write_text(json.dumps(refs))
-        (repo / "commits.json").write_text(json.dumps(log))
+        # each file is replaced atomically, and refs.json (which moves the branches) last
+        for name, data in (("commits.json", log), ("refs.json", refs)):
+            tmp = repo / f".{name}.tmp"
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, repo / name)
+
+
+@dataclass
+class Fault:
+    """A failure the server injects into the requests it matches (see :meth:`LocalHub.fail`).
+
+    ``hits`` counts the requests it failed; ``hit`` is set at the first one (tests wait on it).
+    """
+
+    status: int | None = None
+    method: str | None = None
+    path: str | None = None
+    times: int | None = 1
+    cut: str | None = None
+    message: str | None = None
+    hits: int = 0
+    hit: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str, has_body: bool) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self.method is not None and self.method.upper() != method:
+            return False
+        if self.path is not None and re.search(self.path, path) is None:
+            return False
+        if self.cut == "upload" and not has_body:
+            return False
+        return self.cut != "download" or method == "GET"
 
 
 class HubHandler(BaseHTTPRequestHandler):
@@ -114,18 +156,16 @@ class HubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: HubStore  # set on the server class
     fail_next: list[int]  # status codes to answer (once each) before serving normally
+    _cut_response = False  # set per request by a cut="download" fault
 
     # -- plumbing ----------------------------------------------------------------------------------
     def log_message(self, format: str, *args) -> None:  # quiet by default
         if os.environ.get("HF_COMPRESS_HUB_VERBOSE"):
             super().log_message(format, *args)
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _send(self, status: int, payload=None, headers: dict | None = None, head: bool = False) -> None:
         body = b"" if payload is None else (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        self.server.requests.append((self.command, self.path, status))
         self.send_response(status)
         if not isinstance(payload, bytes):
             self.send_header("Content-Type", "application/json")
@@ -133,21 +173,58 @@ class HubHandler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        if head:
+            return
+        if self._cut_response and len(body) > 1:
+            self.wfile.write(body[: len(body) // 2])  # the headers promised more: the client sees a cut download
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str, head: bool = False) -> None:
         self._send(status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message}, head=head)
+
+    def _forbidden(self, repo_id: str, write: bool, head: bool = False) -> bool:
+        """Answer 403 (and return True) when ``repo_id`` is forbidden for this kind of access."""
+        rule = self.server.forbidden.get(repo_id)
+        if rule is None or (rule == "write" and not write):
+            return False
+        action = "write to" if write else "access"
+        self._error(403, "Forbidden", f"You don't have the rights to {action} {repo_id}", head=head)
+        return True
 
     def _base_url(self) -> str:
         return f"http://{self.headers.get('Host', '127.0.0.1')}"
 
     def _dispatch(self, method: str) -> None:
-        body = self._body()  # always read it, or it leaks into the next request on this connection
+        url = urlparse(self.path)
+        head = method == "HEAD"
+        length = int(self.headers.get("Content-Length") or 0)
+        self._cut_response = False
+        fault = self.server.take_fault(method, url.path, length > 0)
+        # Always read the whole body, or it leaks into the next request on this connection. A body that ends
+        # early means the upload was interrupted: drop the connection without acting on any of it.
+        limit = length // 2 if fault is not None and fault.cut == "upload" else length
+        body = self.rfile.read(limit) if limit else b""
+        if len(body) < length:
+            self.server.requests.append((method, self.path, None))
+            self.close_connection = True
+            return
+        if fault is not None and fault.status is not None:
+            message = fault.message or f"injected failure {fault.status}"
+            return self._error(fault.status, "InjectedFailure", message, head=head)
+        self._cut_response = fault is not None and fault.cut == "download"
         if self.server.fail_next:
             status = self.server.fail_next.pop(0)
-            return self._error(status, "InjectedFailure", f"injected failure {status}", head=method == "HEAD")
-        url = urlparse(self.path)
+            return self._error(status, "InjectedFailure", f"injected failure {status}", head=head)
+        token = self.server.token
+        if token is not None:
+            sent = self.headers.get("Authorization", "")
+            if not sent:
+                return self._error(401, "Unauthorized", "Authentication required: this Hub needs a token", head=head)
+            if sent != f"Bearer {token}":
+                return self._error(401, "Unauthorized", "Invalid credentials in Authorization header", head=head)
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = parse_qs(url.query)
         try:
@@ -187,6 +264,8 @@ class HubHandler(BaseHTTPRequestHandler):
             repo_id = f"{request['organization']}/{name}" if request.get("organization") else name
             if "/" not in repo_id:
                 repo_id = f"hf-compress-tester/{repo_id}"
+            if self._forbidden(repo_id, write=True):
+                return None
             if parts[1] == "delete":
                 if not store.exists(repo_type, repo_id):
                     return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
@@ -200,6 +279,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._send(200, {"url": url, "name": repo_id, "id": repo_id})
         if len(parts) >= 3 and parts[0] in _TYPES:
             repo_type, repo_id, rest = _TYPES[parts[0]], f"{parts[1]}/{parts[2]}", parts[3:]
+            if self._forbidden(repo_id, write=method not in ("GET", "HEAD"), head=method == "HEAD"):
+                return None
             if not store.exists(repo_type, repo_id):
                 return self._error(404, "RepoNotFound", f"Repository Not Found for url: {self.path}", head=method == "HEAD")
             return self._repo_api(method, repo_type, repo_id, rest, body, query)
@@ -287,6 +368,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._error(404, "EndpointNotFound", f"not implemented by the test hub: {method} {self.path}", head)
         repo_id, revision, path = f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:])
         store = self.server.store
+        if self._forbidden(repo_id, write=False, head=head):
+            return None
         if not store.exists(repo_type, repo_id):
             return self._error(404, "RepoNotFound", f"Repository Not Found for url: {self.path}", head)
         sha = store.resolve(repo_type, repo_id, revision)
@@ -296,19 +379,64 @@ class HubHandler(BaseHTTPRequestHandler):
         if not file.is_file():
             return self._error(404, "EntryNotFound", f"{path} does not exist at {revision}", head)
         data = file.read_bytes()
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{_git_blob_sha1(data)}"', "Accept-Ranges": "bytes"}
-        self._send(200, data, {"Content-Type": "application/octet-stream", **headers}, head=head)
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{_git_blob_sha1(data)}"', "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream"}
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
+        if wanted is None:
+            return self._send(200, data, headers, head=head)
+        start = int(wanted.group(1))
+        end = min(int(wanted.group(2)) if wanted.group(2) else len(data) - 1, len(data) - 1)
+        if start >= len(data) or end < start:
+            return self._send(416, b"", {**headers, "Content-Range": f"bytes */{len(data)}"}, head=head)
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        self._send(206, data[start : end + 1], headers, head=head)
+
+
+class _HubServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, store: HubStore, token: str | None) -> None:
+        super().__init__(address, HubHandler)
+        self.store = store
+        self.token = token
+        self.fail_next: list[int] = []
+        self.faults: list[Fault] = []
+        self.forbidden: dict[str, str] = {}  # repo id -> "all" | "write"
+        self.requests: list[tuple[str, str, int | None]] = []
+        self.fault_lock = threading.Lock()
+
+    def take_fault(self, method: str, path: str, has_body: bool) -> Fault | None:
+        """The first fault matching this request, counted as hit; None if none does."""
+        with self.fault_lock:
+            for fault in self.faults:
+                if fault.matches(method, path, has_body):
+                    fault.hits += 1
+                    fault.hit.set()
+                    return fault
+        return None
 
 
 class LocalHub:
-    """A running test hub: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
+    """A running test hub: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``.
 
-    def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = ThreadingHTTPServer((host, port), HubHandler)
-        self.server.daemon_threads = True
-        self.server.store = HubStore(root)
-        self.server.fail_next = []
+    With ``token``, every request must carry ``Authorization: Bearer <token>`` (a private Hub): none gets a
+    401 ``Authentication required``, another one a 401 ``Invalid credentials in Authorization header``.
+    ``requests`` lists ``(method, path, status)`` of every request answered (status None: dropped).
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> None:
+        self.server = _HubServer((host, port), HubStore(root), token)
         self.thread = threading.Thread(target=self.server.serve_forever, name="local-hub", daemon=True)
+
+    @property
+    def store(self) -> HubStore:
+        return self.server.store
+
+    @property
+    def requests(self) -> list[tuple[str, str, int | None]]:
+        return self.server.requests
 
     @property
     def url(self) -> str:
@@ -318,6 +446,37 @@ class LocalHub:
     def fail_next(self, *statuses: int) -> None:
         """Answer the next requests with these HTTP statuses (one each), e.g. to test retries."""
         self.server.fail_next.extend(statuses)
+
+    def fail(self, status: int | None = None, *, method: str | None = None, path: str | None = None,
+             times: int | None = 1, cut: str | None = None, message: str | None = None) -> Fault:
+        r"""Fail the requests matching ``method`` and ``path`` (a regular expression searched in the URL path,
+        e.g. ``r"^/api/models/o/r/commit/"`` or ``r"/resolve/.*/model\.safetensors$"``), ``times`` of them
+        (None: all), and return the :class:`Fault` (``hits``, ``hit`` event).
+
+        Either answer with ``status`` (Hub-style ``X-Error-Code`` / ``X-Error-Message``), or ``cut`` the
+        connection: ``"upload"`` reads half of the request body and drops the connection (an interrupted
+        upload: nothing of it is applied); ``"download"`` sends the headers and half of the body of a GET's
+        answer, then drops the connection (an interrupted download).
+        """
+        if (status is None) == (cut is None):
+            raise ValueError("pass either a status or cut='upload' / cut='download'")
+        if cut not in (None, "upload", "download"):
+            raise ValueError(f"cut must be 'upload' or 'download', got {cut!r}")
+        fault = Fault(status=status, method=method, path=path, times=times, cut=cut, message=message)
+        with self.server.fault_lock:
+            self.server.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Forget every injected failure (``fail``, ``fail_next``) and forbidden repo."""
+        with self.server.fault_lock:
+            self.server.faults.clear()
+            self.server.fail_next.clear()
+            self.server.forbidden.clear()
+
+    def forbid(self, repo_id: str, write_only: bool = False) -> None:
+        """Answer 403 to requests on ``repo_id`` (only to writes, like a read-only token, with ``write_only``)."""
+        self.server.forbidden[repo_id] = "write" if write_only else "all"
 
     def start(self) -> LocalHub:
         self.thread.start()
@@ -339,8 +498,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--root", default="hub-data", help="folder holding the repos")
+    parser.add_argument("--token", default=None, help="require this token on every request (a private Hub)")
     args = parser.parse_args(argv)
-    hub = LocalHub(args.root, args.host, args.port)
+    hub = LocalHub(args.root, args.host, args.port, token=args.token)
     print(f"hf-compress test hub on {hub.url} (repos in {os.path.abspath(args.root)}); HF_ENDPOINT={hub.url}")
     try:
         hub.server.serve_forever()
