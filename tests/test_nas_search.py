@@ -135,6 +135,48 @@ def test_channel_bottleneck_and_derived_cells_cut_params_and_macs(space):
     assert sum(derived.cell_mixed) == len(derived.cell_types)
 
 
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_derived_cells_sample_their_genotype_while_training(space):
+    """At the nearly uniform alpha of the warm-up, derived cells draw different ops step to step, so the
+    weights of ops other than the initial argmax get trained; in eval mode they run the argmax, and once
+    alpha is sharp the draw is the argmax."""
+    deeper = {"num_layers": 5} if space == "darts" else {}  # DARTS: 3 cells have no derived normal cell
+    model = tiny_supernet(space, derived_cells=True, **deeper)
+    draws = [model.current_choice(sample=True)["normal"] for _ in range(40)]
+    per_edge = [{d[e] for d in draws} - {None} for e in range(len(draws[0]))]
+    assert max(len(ops) for ops in per_edge) >= 3
+    derived_cell = next(c for c, kind, mixed in zip(model.cells, model.cell_kinds, model.cell_mixed)
+                        if kind == "normal" and not mixed)
+    argmax = model.current_choice()["normal"]
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([0, 3, 9])
+    model.train()
+    for _ in range(10):
+        model(x, labels=y).loss.backward()
+    trained = {(e, o) for e in range(len(argmax)) for o in range(derived_cell.space.num_ops)
+               if any(p.grad is not None and p.grad.abs().sum() > 0 for p in derived_cell._op(e, o).parameters())}
+    assert any(o != argmax[e] for e, o in trained)  # not only the initial genotype's ops
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x).logits, model(x).logits
+    assert torch.equal(a, b)  # eval: the argmax, deterministic
+    genotype = DARTS_V2 if space == "darts" else NB201_EXAMPLE
+    model.set_genotype(genotype)
+    assert all(model.current_choice(sample=True) == model.current_choice() for _ in range(5))
+    fixed = tiny_supernet(space, derived_cells=True, derived_sampling=False, **deeper)
+    assert all(fixed.current_choice() == fixed.current_choice() for _ in range(3))
+    fixed.train()
+    for _ in range(3):
+        fixed(x, labels=y).loss.backward()
+    cell = next(c for c, kind, mixed in zip(fixed.cells, fixed.cell_kinds, fixed.cell_mixed)
+                if kind == "normal" and not mixed)
+    chosen = fixed.current_choice()["normal"]
+    for e in range(len(chosen)):
+        for o in range(cell.space.num_ops):
+            grads = [p.grad for p in cell._op(e, o).parameters()]
+            if o != chosen[e] and grads and not (cell.weight_sharing):
+                assert all(g is None for g in grads)
+
+
 def test_genotype_derivation_rules():
     probs = torch.full((6, 5), 0.1)
     probs[torch.arange(6), torch.tensor([3, 0, 1, 2, 4, 3])] = 0.6

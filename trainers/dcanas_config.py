@@ -114,6 +114,11 @@ class DCANASTrainingArguments(TrainingArguments):
     derived_cells: bool = field(
         default=True, metadata={"help": "Only the first cell of each type computes the mixture; the others run the current genotype."}
     )
+    derived_sampling: bool = field(
+        default=True,
+        metadata={"help": "While training, derived cells draw their genotype from softmax(alpha) (argmax at eval), "
+                  "so every op of a derived cell gets trained instead of the initial genotype's only."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,6 +170,7 @@ class DCANASTrainingArguments(TrainingArguments):
             num_classes=self.num_labels, image_size=self.image_size, num_channels=self.num_channels,
             channel_bottleneck=self.channel_bottleneck, weight_sharing=self.weight_sharing,
             derived_cells=self.derived_cells, alpha_init_std=self.alpha_init_std, exclude_none=self.exclude_none,
+            derived_sampling=self.derived_sampling,
         )
 
     def final_config_kwargs(self) -> dict:

@@ -12,7 +12,12 @@ switchable for ablation:
 * ``derived_cells``: only the first cell of each type (NB201: the first cell; DARTS: the first normal and
   the first reduction cell) computes the full mixture; every other cell runs only the ops of the current
   genotype (argmax of alpha), scaled by ``p / p.detach()`` so alpha still gets a gradient through them.
-  Without it every cell computes the mixture (plain DARTS). In both modes there is one alpha per cell type
+  In training mode (``derived_sampling``, the default) each derived cell instead draws its genotype from
+  softmax(alpha) (argmax of Gumbel-perturbed alpha): at the nearly uniform alpha of the warm-up every op
+  of a derived cell gets trained, and as alpha sharpens the draw becomes the argmax. With the argmax alone,
+  only the ops of the random initial genotype are ever trained in derived cells, the alternatives stay
+  untrained and look worse, and the search locks onto its initial (often pooling) cell.
+  Without ``derived_cells`` every cell computes the mixture (plain DARTS). In both modes there is one alpha per cell type
   (NB201: one 6 x 5 alpha; DARTS: a 14 x 8 alpha for normal and one for reduction cells).
 
 Architecture parameters live in ``self.alphas`` (``arch_parameters()``); ``weight_parameters()`` is
@@ -56,6 +61,7 @@ class SupernetSettings:
     channel_bottleneck: int = 1
     weight_sharing: bool = False
     derived_cells: bool = False
+    derived_sampling: bool = True     # derived cells draw their genotype from softmax(alpha) while training
     alpha_init_std: float = 1e-3
     exclude_none: bool = True         # NB201 derivation: top non-`none` op per edge (DARTS always)
 
@@ -77,6 +83,7 @@ def resolve_settings(
     derived_cells: bool = False,
     alpha_init_std: float = 1e-3,
     exclude_none: bool = True,
+    derived_sampling: bool = True,
 ) -> SupernetSettings:
     """Fill defaults from the space's *search* network (NB201: C=16, N=5; DARTS: C=16, 8 cells) and check."""
     space = get_space(search_space)
@@ -110,6 +117,7 @@ def resolve_settings(
         stem_multiplier=stem_multiplier, num_classes=int(num_classes), image_size=int(image_size),
         num_channels=int(num_channels), channel_bottleneck=k, weight_sharing=bool(weight_sharing),
         derived_cells=bool(derived_cells), alpha_init_std=float(alpha_init_std), exclude_none=bool(exclude_none),
+        derived_sampling=bool(derived_sampling),
     )
 
 
@@ -427,8 +435,15 @@ class DCANASSupernet(nn.Module):
     def genotype(self):
         return genotype_from_probs(self.space, self.probabilities(), self.settings.exclude_none)
 
-    def current_choice(self) -> dict[str, list]:
+    def current_choice(self, sample: bool = False) -> dict[str, list]:
+        """Op index per edge of each cell type: the genotype's (argmax), or with ``sample=True`` one drawn
+        from softmax(alpha) (Gumbel-max: the argmax of log-probabilities plus Gumbel noise)."""
         probs = self.probabilities()
+        if sample:
+            probs = {
+                kind: F.softmax(p.clamp_min(1e-30).log() - torch.empty_like(p).exponential_().log(), dim=-1)
+                for kind, p in probs.items()
+            }
         if self.space.name == NB201:
             return {"normal": nb201_choice(probs["normal"], self.settings.exclude_none)}
         return {kind: darts_choice(self.space, probs[kind]) for kind in self.cell_types}
@@ -471,19 +486,26 @@ class DCANASSupernet(nn.Module):
             kind: F.softmax(self.alphas[kind] if arch_grad else self.alphas[kind].detach(), dim=-1)
             for kind in self.cell_types
         }
-        choice = self.current_choice() if s.derived_cells else None
+        sample = s.derived_sampling and self.training
+        choice = self.current_choice() if s.derived_cells and not sample else None
+
+        def chosen(kind: str, mixed: bool):
+            if mixed:
+                return None
+            return (self.current_choice(sample=True) if sample else choice)[kind]
+
         hidden_states = self.stem(pixel_values)
         if self.space.name == NB201:
             for cell, kind, mixed in zip(self.cells, self.cell_kinds, self.cell_mixed):
                 if kind is None:
                     hidden_states = cell(hidden_states)
                 else:
-                    hidden_states = cell((hidden_states,), probs[kind], None if mixed else choice[kind])
+                    hidden_states = cell((hidden_states,), probs[kind], chosen(kind, mixed))
             hidden_states = F.relu(self.final_norm(hidden_states))
         else:
             s0 = s1 = hidden_states
             for cell, kind, mixed in zip(self.cells, self.cell_kinds, self.cell_mixed):
-                s0, s1 = s1, cell((s0, s1), probs[kind], None if mixed else choice[kind])
+                s0, s1 = s1, cell((s0, s1), probs[kind], chosen(kind, mixed))
             hidden_states = s1
         logits = self.classifier(F.adaptive_avg_pool2d(hidden_states, 1).flatten(1))
         loss = F.cross_entropy(logits, labels.view(-1).long()) if labels is not None else None
