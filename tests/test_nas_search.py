@@ -319,6 +319,30 @@ def test_trainer_saves_derived_model_and_results(tmp_path, digits):
     assert results["supernet"]["channel_bottleneck"] == 1 and results["steps"] == 2
 
 
+def test_a_resumed_search_continues_exactly(tmp_path, digits):
+    """Checkpoint at step 4 of 8 and resume: alpha, lambda and the weights end as in the uninterrupted search
+    (alpha's Adam moments and the validation stream are checkpointed along with the Trainer's own state)."""
+    common = dict(max_steps=8, arch_warmup_ratio=0.25, save_strategy="steps", save_steps=4, derived_cells=True,
+                  lambda_learning_rate=0.5, budget_ratio=0.2)
+    straight = DCANASTrainer(args=tiny_args(tmp_path / "a", **common), train_dataset=digits)
+    straight.train()
+    checkpoint = tmp_path / "a" / "search" / "checkpoint-4"
+    assert (checkpoint / "arch_optimizer.pt").is_file()
+    resumed = DCANASTrainer(args=tiny_args(tmp_path / "b", **common), train_dataset=digits)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    a, b = straight.supernet, resumed.supernet
+    for kind in a.alphas:
+        torch.testing.assert_close(b.alphas[kind], a.alphas[kind], rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.constraint.lambda_, a.constraint.lambda_, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.classifier.weight, a.classifier.weight, rtol=0, atol=1e-5)
+    # without the optimizer file the resume still works, with a warning, but alpha's moments restart
+    (checkpoint / "arch_optimizer.pt").unlink()
+    again = DCANASTrainer(args=tiny_args(tmp_path / "c", **common), train_dataset=digits)
+    with pytest.warns(UserWarning, match="arch_optimizer.pt"):
+        again.train(resume_from_checkpoint=str(checkpoint))
+    assert not torch.allclose(again.supernet.alphas["normal"], a.alphas["normal"], rtol=0, atol=1e-6)
+
+
 def test_unconstrained_search_is_plain_darts(tmp_path, digits):
     args = tiny_args(tmp_path, budget_ratio=None, constrained=False, max_steps=2)
     trainer = DCANASTrainer(args=args, train_dataset=digits)

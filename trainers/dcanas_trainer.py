@@ -10,7 +10,8 @@ current genotype's ``derived / K_s - 1``, so lambda keeps rising while the discr
 an over-budget one is pushed down - TuNAS's absolute-value reward in Lagrangian form), then takes the
 Trainer's normal weight step on a training batch (alpha detached). The weight optimizer holds only the
 supernet weights; alpha and lambda have their own optimizers (their values are parameters of the model,
-so checkpoints keep them; the Adam moments of alpha are not checkpointed).
+so checkpoints keep them; each checkpoint also holds ``arch_optimizer.pt``: alpha's Adam moments, lambda's
+optimizer and the position in the validation stream, so a resumed search continues exactly).
 
 Logged with the loss: ``val_loss``, ``alpha_entropy``, ``expected_cost`` (k_s(alpha)),
 ``derived_cost`` (the current genotype's exact cost), ``search_budget`` / ``device_budget``, ``lambda``,
@@ -40,6 +41,7 @@ from hf_compress.nas.supernet import DCANASSupernet
 from .dcanas_config import DCANASTrainingArguments
 
 logger = logging.getLogger(__name__)
+ARCH_STATE_FILE = "arch_optimizer.pt"  # alpha / lambda optimizer state and validation position, per checkpoint
 
 
 def split_dataset(dataset, fraction: float, seed: int):
@@ -105,6 +107,8 @@ class DCANASTrainer(Trainer):
         self._lambda_optimizer = None
         self._val_iterator = None
         self._val_epoch = 0
+        self._val_used = 0   # batches taken from the current validation loader
+        self._val_skip = 0   # batches to skip when a resumed search recreates that loader
         self._extra_logs: dict[str, list[float]] = defaultdict(list)
         self.history: list[dict] = []
         self.search_seconds: float | None = None
@@ -199,12 +203,54 @@ class DCANASTrainer(Trainer):
     def _next_val_batch(self) -> dict:
         if self._val_iterator is None:
             self._val_iterator = iter(self._val_loader())
+            self._val_used = 0
+            for _ in range(self._val_skip):  # resumed: back to where the checkpointed search was
+                next(self._val_iterator, None)
+                self._val_used += 1
+            self._val_skip = 0
         try:
             batch = next(self._val_iterator)
         except StopIteration:
             self._val_iterator = iter(self._val_loader())
+            self._val_used = 0
             batch = next(self._val_iterator)
+        self._val_used += 1
         return self._prepare_inputs(batch)
+
+    # -- checkpoints: alpha's optimizer and the validation stream travel with the Trainer's own state ----------
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if not self.args.should_save:
+            return
+        state = {
+            "arch_optimizer": None if self._arch_optimizer is None else self._arch_optimizer.state_dict(),
+            "lambda_optimizer": None if self._lambda_optimizer is None else self._lambda_optimizer.state_dict(),
+            "val_epoch": self._val_epoch,
+            "val_used": self._val_used if self._val_iterator is not None else 0,
+        }
+        torch.save(state, os.path.join(output_dir, ARCH_STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, ARCH_STATE_FILE)
+        if not os.path.isfile(path):
+            warnings.warn(
+                f"{checkpoint} has no {ARCH_STATE_FILE}: alpha's Adam moments and the validation batch order "
+                "restart from scratch (the checkpoint was written by an older hf-compress or copied without it).",
+                stacklevel=2,
+            )
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        arch_opt, lambda_opt = self._arch_optimizers()
+        if state.get("arch_optimizer") is not None:
+            arch_opt.load_state_dict(state["arch_optimizer"])
+        if lambda_opt is not None and state.get("lambda_optimizer") is not None:
+            lambda_opt.load_state_dict(state["lambda_optimizer"])
+        self._val_iterator = None
+        if state["val_epoch"] > 0:  # the loader in use was made with the previous epoch's seed
+            self._val_epoch, self._val_skip = state["val_epoch"] - 1, state["val_used"]
 
     # -- the bilevel step --------------------------------------------------------------------------------
     def _arch_active(self) -> bool:
