@@ -1,4 +1,4 @@
-"""VTrans under `accelerate launch --multi_gpu --num_processes 2` on CPU (DDP with gloo)."""
+"""VTrans, RAMEN and DCA-NAS under `accelerate launch --multi_gpu --num_processes 2` on CPU (DDP with gloo)."""
 
 import json
 import os
@@ -61,3 +61,25 @@ def test_ramen_under_accelerate_launch_two_processes(tmp_path):
     assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], rel=1e-9)
     assert [r["clusters_refreshed"] for r in ranks] == [2, 2]
     assert (tmp_path / "xc" / "predictor.json").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+@pytest.mark.ddp
+def test_dcanas_search_under_accelerate_launch_two_processes(tmp_path):
+    """Weights are synchronised by DDP; every process takes the same alpha / lambda step on the same validation
+    batch, so alpha, lambda and the derived genotype stay identical and the main process saves once."""
+    launcher = shutil.which("accelerate")
+    command = [launcher, "launch"] if launcher else [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--main_process_port", str(_free_port()), "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no",
+                os.path.join(os.path.dirname(__file__), "ddp_dcanas_script.py"), str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_steps"] for r in ranks] == [6, 6]
+    assert ranks[0]["alpha_moved"] > 1e-2  # alpha was trained (it starts at std 1e-3)
+    assert ranks[0]["alpha"] == ranks[1]["alpha"] and ranks[0]["lambda"] == ranks[1]["lambda"]
+    assert ranks[0]["classifier_sum"] == pytest.approx(ranks[1]["classifier_sum"], rel=1e-6)
+    assert ranks[0]["genotype"] == ranks[1]["genotype"]
+    saved = json.loads((tmp_path / "search_results.json").read_text())
+    assert saved["genotype"] == ranks[0]["genotype"]

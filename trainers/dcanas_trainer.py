@@ -13,6 +13,10 @@ supernet weights; alpha and lambda have their own optimizers (their values are p
 so checkpoints keep them; each checkpoint also holds ``arch_optimizer.pt``: alpha's Adam moments, lambda's
 optimizer and the position in the validation stream, so a resumed search continues exactly).
 
+Under ``accelerate launch`` (DDP) the weight step is the Trainer's, synchronised by DDP; every process draws the
+same validation batches (same seed) and takes the same alpha / lambda step, so alpha, lambda and the genotype
+stay identical across processes without extra communication (tested with 2 CPU processes).
+
 Logged with the loss: ``val_loss``, ``alpha_entropy``, ``expected_cost`` (k_s(alpha)),
 ``derived_cost`` (the current genotype's exact cost), ``search_budget`` / ``device_budget``, ``lambda``,
 ``violation``. ``derive()`` returns the genotype and its ``DCANASConfig``; ``save_model()`` writes the
