@@ -64,6 +64,26 @@ def test_ramen_under_accelerate_launch_two_processes(tmp_path):
 
 
 @pytest.mark.ddp
+def test_ramen_graph_reweight_under_accelerate_launch_two_processes(tmp_path):
+    """Every process re-weights the graph from the same synchronised encoder: identical pruned matrices."""
+    launcher = shutil.which("accelerate")
+    command = [launcher, "launch"] if launcher else [sys.executable, "-m", "accelerate.commands.launch"]
+    command += ["--main_process_port", str(_free_port()), "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no",
+                os.path.join(os.path.dirname(__file__), "ddp_ramen_script.py"), str(tmp_path), "reweight"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["global_steps"] for r in ranks] == [6, 6]
+    assert [r["graph_refreshes"] for r in ranks] == [2, 2]  # before epoch 0 and at epoch 1
+    assert ranks[0]["graph_hash"] == ranks[1]["graph_hash"]
+    assert 0 < ranks[0]["graph_edges_kept"] < ranks[0]["graph_edges"]
+    assert ranks[0]["kept_logged"] == ranks[1]["kept_logged"] and len(ranks[0]["kept_logged"]) == 2
+    assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], rel=1e-9)
+
+
+@pytest.mark.ddp
 def test_dcanas_search_under_accelerate_launch_two_processes(tmp_path):
     """Weights are synchronised by DDP; every process takes the same alpha / lambda step on the same validation
     batch, so alpha, lambda and the derived genotype stay identical and the main process saves once."""

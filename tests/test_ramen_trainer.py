@@ -231,3 +231,82 @@ def test_mined_negatives_are_refreshed_without_cluster_batches(tmp_path, tokeniz
                            data=data, processing_class=tokenizer)
     trainer.train()
     assert trainer.collator.mined_negatives is not None and trainer.collator.mined_negatives.shape == (len(data.train), 2)
+
+
+def test_graph_reweight_prunes_logs_kept_edges_and_matches_a_direct_computation(tmp_path, tokenizer):
+    from hf_compress.ramen.graph_weights import reweight_graph
+
+    data = synthetic_data()
+    original = data.graphs["cites"].matrix.copy()
+    args = arguments(tmp_path, graph_weights="cites=0.2", graph_reweight=True, graph_min_weight=0.45)
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    trainer.train()
+    kept_logs = [log for log in trainer.state.log_history if "graph_cites_edges_kept" in log]
+    # once before the first step, then at the refresh of epoch 1 (cluster_refresh_epochs=1, 2 epochs)
+    assert [log["step"] for log in kept_logs] == [0, 3] and trainer.graph_refreshes == 2
+    assert all(0 < log["graph_cites_edges_kept"] < original.nnz for log in kept_logs)
+    assert kept_logs[-1]["graph_cites_kept_fraction"] == pytest.approx(kept_logs[-1]["graph_cites_edges_kept"] / original.nnz)
+    assert kept_logs[0]["graph_anchor_texts_encoded"] == 0  # the anchors are the train texts: embeddings reused
+    # the original graph is kept as loaded; the collator holds the pruned, weighted one
+    assert (trainer.original_graphs["cites"] != original).nnz == 0 and (data.graphs["cites"].matrix != original).nnz == 0
+    pruned = trainer.collator.graphs["cites"][0]
+    assert "cites" in trainer.collator.weighted_graphs and pruned.nnz == kept_logs[-1]["graph_cites_edges_kept"]
+    assert pruned.data.min() > 0.45 and (pruned.multiply(original > 0) != pruned).nnz == 0  # a subset of the edges
+    assert trainer.training_summary()["graph_edges_kept"] == {"cites": pruned.nnz}
+    # a refresh equals the formula applied to freshly encoded points and anchors
+    stats = trainer.refresh_graphs()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    embeddings = model.encode(data.train.texts, tokenizer)
+    expected = reweight_graph(original, embeddings, model.encode(data.graphs["cites"].anchor_texts, tokenizer), min_weight=0.45)
+    refreshed = trainer.collator.graphs["cites"][0]
+    assert stats["cites"]["edges_kept"] == refreshed.nnz == expected.nnz
+    np.testing.assert_array_equal(refreshed.indices, expected.indices)
+    np.testing.assert_allclose(refreshed.data, expected.data, rtol=1e-5)
+
+
+def test_graph_reweight_without_mining_refreshes_runs_once_before_training(tmp_path, tokenizer):
+    data = synthetic_data()
+    args = arguments(tmp_path, graph_weights="cites=0.2", graph_reweight=True, cluster_size=0, cluster_refresh_epochs=0)
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    trainer.train()
+    kept_logs = [log for log in trainer.state.log_history if "graph_cites_edges_kept" in log]
+    assert trainer.graph_refreshes == 1 and [log["step"] for log in kept_logs] == [0]
+    # threshold 0 only drops edges with a non-positive cosine
+    cosine_positive = trainer.collator.graphs["cites"][0]
+    assert 0 < cosine_positive.nnz <= data.graphs["cites"].matrix.nnz and cosine_positive.data.min() > 0
+    with pytest.raises(ValueError, match="graph_min_weight"):
+        arguments(tmp_path, graph_min_weight=-1.0)
+
+
+def test_graph_reweight_on_a_citeulike_slice_reuses_point_embeddings_for_train_title_anchors(tmp_path):
+    """Real citeulike-a rows (citation graph, anchors = all 10,721 train titles) with a tiny random encoder."""
+    from transformers import AutoTokenizer
+
+    from hf_compress.data import minilm_path
+    from hf_compress.ramen.data import load_citeulike
+
+    try:
+        full = load_citeulike()
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    data = full.head(num_train=256, num_test=16, graphs=["citation"])
+    graph = data.graphs["citation"]
+    torch.manual_seed(0)
+    backbone = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    encoder = RamenEncoder(RamenConfig(backbone_config=backbone.to_dict()))
+    args = arguments(tmp_path, graph_weights="citation=0.2", graph_reweight=True, per_device_train_batch_size=32,
+                     max_steps=3, cluster_size=8)
+    trainer = RamenTrainer(model=encoder, args=args, data=data, processing_class=tokenizer)
+    trainer.train()
+    log = next(entry for entry in trainer.state.log_history if "graph_citation_edges_kept" in entry)
+    used = np.unique(graph.matrix.indices)
+    train_texts = set(data.train.texts)
+    outside = {graph.anchor_texts[a] for a in used if graph.anchor_texts[a] not in train_texts}
+    assert len(outside) < len(used)  # some linked anchors are titles of the slice itself ...
+    assert log["graph_anchor_texts_encoded"] == len(outside)  # ... and only the others were encoded
+    assert 0 < log["graph_citation_edges_kept"] <= graph.matrix.nnz
+    pruned = trainer.collator.graphs["citation"][0]
+    assert pruned.shape == graph.matrix.shape == (256, 10721) and pruned.nnz == log["graph_citation_edges_kept"]
+    assert trainer.state.global_step == 3

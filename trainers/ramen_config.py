@@ -40,6 +40,15 @@ class RamenTrainingArguments(TrainingArguments):
         metadata={"help": "Metadata graphs used as regularizers and their weights, e.g. 'citation=0.2,coread=0.2'."},
     )
     anchors_per_point: int = field(default=1, metadata={"help": "Graph neighbours sampled per point per batch."})
+    graph_reweight: bool = field(
+        default=False,
+        metadata={"help": "Before training and at every mining refresh, weight each graph edge by max(cos(point, anchor), 0) "
+                          "of the current encoder, normalise D^-1/2 W D^-1/2, prune and sample anchors by weight."},
+    )
+    graph_min_weight: float = field(
+        default=0.0,
+        metadata={"help": "With graph_reweight: drop edges whose normalised weight is <= this (0 drops only edges with cosine <= 0)."},
+    )
     graph_bandit: bool = field(
         default=False,
         metadata={"help": "Tune the graph weights online (REINFORCE on in-batch P@1) instead of keeping them fixed."},
@@ -80,6 +89,8 @@ class RamenTrainingArguments(TrainingArguments):
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if self.cluster_size < 0 or self.cluster_refresh_epochs < 0 or self.mined_negatives < 0:
             raise ValueError("cluster_size, cluster_refresh_epochs and mined_negatives must be >= 0.")
+        if self.graph_min_weight < 0:
+            raise ValueError(f"graph_min_weight must be >= 0, got {self.graph_min_weight}.")
         if self.fusion_weight is not None and not 0.0 <= self.fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must be in [0, 1], got {self.fusion_weight}.")
         self.bandit_arm_values = [float(v) for v in self.bandit_arms.split(",") if v.strip()]

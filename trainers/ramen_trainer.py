@@ -3,7 +3,9 @@
 Per step (one encoder forward over points, sampled positive labels and sampled graph anchors):
 ``loss = triplet(points, labels) + sum_g w_g * triplet(points, anchors_g)``; every term is logged. Batches are
 NGAME cluster batches (similar points together, so in-batch negatives are hard), rebuilt from the current
-encoder every ``cluster_refresh_epochs``. ``evaluate()`` retrieves labels for the test points through the ANN
+encoder every ``cluster_refresh_epochs``. With ``graph_reweight`` the graphs are re-weighted by embedding cosine,
+normalised (D^-1/2 W D^-1/2) and pruned at the same refreshes (and once before training in any case), and anchors
+are then sampled by edge weight. ``evaluate()`` retrieves labels for the test points through the ANN
 index and reports P@k / nDCG@k / PSP@k / PSnDCG@k; ``train_classifier()`` runs the one-vs-all stage.
 """
 
@@ -16,6 +18,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
@@ -23,6 +26,7 @@ from transformers import Trainer, TrainerCallback
 from hf_compress.ramen.classifier import train_classifier
 from hf_compress.ramen.collator import RamenCollator
 from hf_compress.ramen.data import XCData, XCSplit
+from hf_compress.ramen.graph_weights import reweight_graph
 from hf_compress.ramen.losses import graph_regularizer, multi_positive_triplet_loss
 from hf_compress.ramen.mining import ClusterBatchSampler, EmbeddingIndex, hard_negatives
 from hf_compress.ramen.modeling_ramen import RamenEncoder
@@ -35,7 +39,8 @@ FUSION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class _ClusterRefresh(TrainerCallback):
-    """Rebuild cluster batches (and mined negatives) from the current encoder at the start of chosen epochs."""
+    """Rebuild cluster batches, mined negatives and re-weighted graphs from the current encoder at the start of
+    chosen epochs; re-weighted graphs are also built before the first epoch when no refresh is due then."""
 
     def __init__(self, trainer: "RamenTrainer") -> None:
         self.trainer = trainer
@@ -45,6 +50,8 @@ class _ClusterRefresh(TrainerCallback):
         epoch = int(round(state.epoch or 0))
         if every > 0 and epoch % every == 0:
             self.trainer.refresh_mining()
+        elif args.graph_reweight and self.trainer.graph_refreshes == 0:
+            self.trainer.refresh_graphs()
         return control
 
 
@@ -143,6 +150,10 @@ class RamenTrainer(Trainer):
         )
         self.collator = collator
         self.graph_names = list(graphs)
+        # the graphs as loaded (the collator may hold re-weighted, pruned copies of them)
+        self.original_graphs = {name: matrix for name, (matrix, _) in graphs.items()}
+        self.graph_refreshes = 0
+        self.graph_edge_stats: dict[str, dict[str, float]] = {}
         self.bandit = (
             GraphWeightBandit(self.graph_names, args.bandit_arm_values, seed=args.seed) if args.graph_bandit and graphs else None
         )
@@ -152,7 +163,9 @@ class RamenTrainer(Trainer):
         self.fusion_weight = 0.0
         self.last_eval_metrics: dict[str, float] | None = None
         self.train_seconds = 0.0
-        if args.cluster_refresh_epochs > 0 and (args.cluster_size > 0 or args.mined_negatives > 0):
+        if (args.cluster_refresh_epochs > 0 and (args.cluster_size > 0 or args.mined_negatives > 0)) or (
+            args.graph_reweight and graphs
+        ):
             self.add_callback(_ClusterRefresh(self))
 
     # -- data ------------------------------------------------------------------------------------------
@@ -175,8 +188,14 @@ class RamenTrainer(Trainer):
         return self.accelerator.unwrap_model(self.model)
 
     def refresh_mining(self) -> None:
-        """Clusters of the current train-point embeddings (and mined label negatives) for the coming epochs."""
-        if self._batch_sampler is None and self.args.mined_negatives <= 0:
+        """Clusters of the current train-point embeddings (and mined label negatives, re-weighted graphs) for the
+        coming epochs.
+
+        Every process encodes the same texts with the same (DDP-synchronised) weights, so every process derives the
+        same clusters, negatives and graph weights without communication; only the sampling seeds differ.
+        """
+        reweight = self.args.graph_reweight and bool(self.graph_names)
+        if self._batch_sampler is None and self.args.mined_negatives <= 0 and not reweight:
             return
         model = self._unwrapped()
         point_embeddings = model.encode(self.data.train.texts, self.processing_class, show_progress=False)
@@ -190,7 +209,75 @@ class RamenTrainer(Trainer):
             self.collator.mined_negatives = hard_negatives(
                 point_embeddings, index, self.data.train.labels, k=self.args.mined_negatives
             )
+        if reweight:
+            self.refresh_graphs(point_embeddings)
         logger.info("RAMEN mining refreshed at epoch %s", self.state.epoch)
+
+    def refresh_graphs(self, point_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+        """Re-weight every training graph by the current encoder and hand the pruned matrices to the collator.
+
+        Each edge of the *original* graph gets ``max(cos(point, anchor), 0)``; the matrix is normalised
+        ``D^-1/2 W D^-1/2`` (point and anchor degrees) and edges ``<= graph_min_weight`` are dropped (see
+        :func:`hf_compress.ramen.graph_weights.reweight_graph`). Only anchors with an edge are embedded, and an
+        anchor whose text is also a train point's text reuses that point's embedding (for citeulike every anchor is
+        a train title). Returns and logs the kept edges per graph.
+        """
+        if not self.graph_names:
+            return {}
+        start = time.perf_counter()
+        model = self._unwrapped()
+        point_texts = self.data.train.texts
+        if point_embeddings is None:
+            point_embeddings = model.encode(point_texts, self.processing_class, show_progress=False)
+        text_rows: dict[str, int] = {}
+        for row, text in enumerate(point_texts):
+            text_rows.setdefault(text, row)
+        used = {name: np.unique(matrix.indices) for name, matrix in self.original_graphs.items()}
+        missing = sorted({
+            self.collator.graphs[name][1][a] for name, columns in used.items() for a in columns.tolist()
+            if self.collator.graphs[name][1][a] not in text_rows
+        })
+        encoded = model.encode(missing, self.processing_class, show_progress=False) if missing else None
+        missing_rows = {text: i for i, text in enumerate(missing)}
+        stats: dict[str, dict[str, float]] = {}
+        for name, matrix in self.original_graphs.items():
+            anchor_texts = self.collator.graphs[name][1]
+            columns = used[name]
+            anchor_embeddings = np.empty((len(columns), point_embeddings.shape[1]), dtype=np.float32)
+            for i, a in enumerate(columns.tolist()):
+                text = anchor_texts[a]
+                row = text_rows.get(text)
+                anchor_embeddings[i] = point_embeddings[row] if row is not None else encoded[missing_rows[text]]
+            compact = reweight_graph(matrix[:, columns], point_embeddings, anchor_embeddings,
+                                     min_weight=self.args.graph_min_weight)
+            # back to the full anchor id space (columns is sorted, so indices stay sorted)
+            pruned = sp.csr_matrix((compact.data, columns[compact.indices], compact.indptr), shape=matrix.shape)
+            self.collator.set_graph(name, pruned, weighted=True)
+            kept, total = int(pruned.nnz), int(matrix.nnz)
+            stats[name] = {
+                "edges": total,
+                "edges_kept": kept,
+                "kept_fraction": kept / total if total else 0.0,
+                "points_with_edges": int((np.diff(matrix.indptr) > 0).sum()),
+                "points_with_kept_edges": int((np.diff(pruned.indptr) > 0).sum()),
+            }
+        self.graph_refreshes += 1
+        self.graph_edge_stats = stats
+        seconds = time.perf_counter() - start
+        for name, entry in stats.items():
+            logger.info(
+                "RAMEN graph %r re-weighted (refresh %d, epoch %s): kept %d of %d edges (%.1f%%), %d of %d points keep "
+                "an edge", name, self.graph_refreshes, self.state.epoch, entry["edges_kept"], entry["edges"],
+                100 * entry["kept_fraction"], entry["points_with_kept_edges"], entry["points_with_edges"],
+            )
+        logger.info("RAMEN graphs re-weighted in %.1f s (%d anchor texts encoded, the others reused point embeddings)",
+                    seconds, len(missing))
+        logs = {f"graph_{name}_edges_kept": float(entry["edges_kept"]) for name, entry in stats.items()}
+        logs.update({f"graph_{name}_kept_fraction": entry["kept_fraction"] for name, entry in stats.items()})
+        logs["graph_anchor_texts_encoded"] = float(len(missing))
+        logs["graph_reweight_seconds"] = round(seconds, 3)
+        self.log(logs)
+        return stats
 
     # -- loss ------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -324,6 +411,8 @@ class RamenTrainer(Trainer):
             "params": sum(p.numel() for p in self._unwrapped().parameters()), "train_seconds": round(self.train_seconds, 1),
             "fusion_weight": self.fusion_weight if self.classifier is not None else None,
             "propensity_a": args.propensity_a, "propensity_b": args.propensity_b,
+            "graph_reweight": bool(args.graph_reweight), "graph_min_weight": args.graph_min_weight,
+            "graph_edges_kept": {name: entry["edges_kept"] for name, entry in self.graph_edge_stats.items()} or None,
         }
 
     def save_predictor(self, output_dir: str | None = None, command: str | None = None) -> str:

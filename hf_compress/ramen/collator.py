@@ -4,6 +4,10 @@ All texts of a batch (points, then labels, then the anchors of each graph) are t
 tensor so the encoder runs once per step (one forward keeps DDP's gradient hooks simple). Masks say which
 in-batch label is relevant to which point (from the full label matrix, so a label sampled for one point is
 a positive, not a negative, for every other point that has it) and which anchor is linked to which point.
+
+Graph anchors are sampled uniformly from a point's edges, or, for the graphs named in ``weighted_graphs`` (e.g. a
+graph re-weighted by embedding similarity, see :mod:`hf_compress.ramen.graph_weights`), with probability
+proportional to the edge weight.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class RamenCollator:
 
     ``graphs`` maps a graph name to (train points x anchors matrix, anchor texts); ``mined_negatives`` (optional,
     [num_points, k] label ids, -1 padded) adds one mined hard-negative label per point to the candidates.
+    ``weighted_graphs`` names the graphs whose anchors are drawn with probability proportional to the edge weight
+    (without replacement; zero-weight edges are never drawn); the others, and the labels, are drawn uniformly.
     """
 
     tokenizer: object
@@ -33,6 +39,7 @@ class RamenCollator:
     anchors_per_point: int = 1
     seed: int = 0
     mined_negatives: np.ndarray | None = None
+    weighted_graphs: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.labels = sp.csr_matrix(self.labels)
@@ -47,19 +54,55 @@ class RamenCollator:
                     f"{len(self.point_texts)} points and {len(anchor_texts)} anchor texts."
                 )
         self.graphs = {name: (sp.csr_matrix(m), texts) for name, (m, texts) in self.graphs.items()}
+        self.weighted_graphs = set(self.weighted_graphs)
+        unknown = sorted(self.weighted_graphs - set(self.graphs))
+        if unknown:
+            raise ValueError(f"RamenCollator: weighted_graphs names {unknown}, which are not among the graphs {sorted(self.graphs)}.")
+        for name in self.weighted_graphs:
+            self._check_weights(name, self.graphs[name][0])
         self._rng = np.random.default_rng(self.seed)
 
     @property
     def segment_names(self) -> list[str]:
         return ["points", "labels", *[f"graph_{name}" for name in self.graphs]]
 
-    def _sample_neighbours(self, matrix: sp.csr_matrix, point_ids: np.ndarray, count: int) -> list[int]:
+    @staticmethod
+    def _check_weights(name: str, matrix: sp.csr_matrix) -> None:
+        if matrix.nnz and not (np.all(np.isfinite(matrix.data)) and matrix.data.min() >= 0):
+            raise ValueError(f"RamenCollator: graph {name!r} is sampled by weight, so its weights must be finite and >= 0.")
+
+    def set_graph(self, name: str, matrix: sp.csr_matrix, weighted: bool = True) -> None:
+        """Replace the matrix of graph ``name`` (same shape, same anchor texts), e.g. by a re-weighted, pruned one;
+        ``weighted`` = sample its anchors in proportion to the edge weights from now on."""
+        if name not in self.graphs:
+            raise KeyError(f"RamenCollator: no graph {name!r}; graphs: {sorted(self.graphs)}.")
+        old, texts = self.graphs[name]
+        matrix = sp.csr_matrix(matrix)
+        if matrix.shape != old.shape:
+            raise ValueError(f"RamenCollator: graph {name!r} is {old.shape[0]} x {old.shape[1]}, the new matrix is "
+                             f"{matrix.shape[0]} x {matrix.shape[1]}.")
+        if weighted:
+            self._check_weights(name, matrix)
+            self.weighted_graphs.add(name)
+        else:
+            self.weighted_graphs.discard(name)
+        self.graphs[name] = (matrix, texts)
+
+    def _sample_neighbours(
+        self, matrix: sp.csr_matrix, point_ids: np.ndarray, count: int, weighted: bool = False
+    ) -> list[int]:
         chosen: list[int] = []
         for point in point_ids:
-            row = matrix.indices[matrix.indptr[point] : matrix.indptr[point + 1]]
+            start, stop = matrix.indptr[point], matrix.indptr[point + 1]
+            row = matrix.indices[start:stop]
+            if weighted:
+                weights = matrix.data[start:stop].astype(np.float64)
+                positive = weights > 0
+                row, weights = row[positive], weights[positive]
             if len(row):
                 take = min(count, len(row))
-                chosen.extend(self._rng.choice(row, size=take, replace=False).tolist())
+                p = weights / weights.sum() if weighted else None
+                chosen.extend(self._rng.choice(row, size=take, replace=False, p=p).tolist())
         return chosen
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
@@ -77,7 +120,8 @@ class RamenCollator:
         sizes = [len(point_ids), len(label_ids)]
         batch["label_positive"] = torch.from_numpy(self.labels[point_ids][:, label_ids].toarray() > 0)
         for name, (matrix, anchor_texts) in self.graphs.items():
-            anchor_ids = np.unique(np.asarray(self._sample_neighbours(matrix, point_ids, self.anchors_per_point), dtype=np.int64))
+            sampled = self._sample_neighbours(matrix, point_ids, self.anchors_per_point, weighted=name in self.weighted_graphs)
+            anchor_ids = np.unique(np.asarray(sampled, dtype=np.int64))
             texts += [anchor_texts[i] for i in anchor_ids]
             sizes.append(len(anchor_ids))
             batch[f"graph_{name}_linked"] = torch.from_numpy(matrix[point_ids][:, anchor_ids].toarray() > 0)
