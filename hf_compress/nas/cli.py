@@ -121,7 +121,9 @@ def cmd_search(argv: list[str]) -> int:
     data, args = _parse((NASDataArguments, DCANASTrainingArguments), argv, "hf-compress nas search", _SEARCH_DEFAULTS)
     train = load_data(data, args.seed, args.image_size, args.num_channels)
     trainer = DCANASTrainer(args=args, train_dataset=train)
-    trainer.train()
+    # --resume_from_checkpoint out/nas/checkpoint-N continues an interrupted search exactly (alpha's optimizer
+    # and the validation stream are in the checkpoint)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     result = trainer.search_result()
     print("\n".join(_summary_lines(result)))
