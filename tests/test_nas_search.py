@@ -20,7 +20,7 @@ from hf_compress.nas.latency import (
 )
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.search import load_digits_dataset
-from hf_compress.nas.spaces import DARTS_V2, NB201_LARGEST, DartsGenotype, NB201Genotype
+from hf_compress.nas.spaces import DARTS_V2, NB201_LARGEST, DartsGenotype, NB201Genotype, get_space
 from hf_compress.nas.supernet import (
     DCANASSupernet,
     alphas_for_genotype,
@@ -298,6 +298,46 @@ def test_repair_brings_genotype_within_budget():
     assert darts.derived(big) > budget
     fixed, moves = darts.repair(big, probs, budget)
     assert moves and darts.derived(fixed) <= budget
+
+
+def test_fill_uses_the_budget_and_follows_alpha():
+    """fill() moves edges to costlier ops while the network fits: it ends within the budget, no single further
+    upgrade fits, and the edge alpha favours most is upgraded first."""
+    model = CostModel.for_space("nb201", "params")
+    space = get_space("nb201")
+    small = NB201Genotype.from_ops(["avg_pool_3x3"] * 6)
+    alpha = torch.zeros(6, 5)
+    alpha[4, space.op_index("nor_conv_3x3")] = 3.0  # alpha wants a 3x3 conv on edge 4
+    probs = {"normal": torch.softmax(alpha, -1)}
+    budget = model.budget_from_ratio(0.5)
+    filled, moves = model.fill(small, probs, budget)
+    cost = model.derived(filled)
+    assert moves and model.derived(small) < cost <= budget
+    assert moves[0]["edge"] == list(space.edges[4]) and moves[0]["to"] == "nor_conv_3x3"
+    for e, op in enumerate(filled.ops):
+        for other in space.ops:
+            added = model.tables["normal"][e, space.op_index(other)] - model.tables["normal"][e, space.op_index(op)]
+            if other != "none" and added > 0:
+                assert cost + added > budget  # maximal: no single upgrade still fits
+    assert model.fill(filled, probs, budget)[1] == []  # idempotent
+    darts = CostModel.for_space("darts", "params")
+    cheap = DartsGenotype.parse(str(DARTS_V2).replace("sep_conv_3x3", "skip_connect"))
+    probs = {k: torch.softmax(a, -1) for k, a in alphas_for_genotype("darts", DARTS_V2, 2.0).items()}
+    budget = darts.derived(DARTS_V2)
+    filled, moves = darts.fill(cheap, probs, budget)
+    assert moves and darts.derived(cheap) < darts.derived(filled) <= budget
+
+
+def test_trainer_fill_budget_reports_fill_moves(tmp_path, digits):
+    args = tiny_args(tmp_path, max_steps=2, fill_budget=True, budget_ratio=0.6)
+    trainer = DCANASTrainer(args=args, train_dataset=digits)
+    trainer.train()
+    result = trainer.search_result()
+    assert result.budget_met and result.derived_cost <= result.device_budget
+    assert result.fill_moves  # a 2-step search's cell is far below 60% of the largest
+    # nothing more fits: filling the result again changes nothing
+    assert trainer.cost_model.fill(result.genotype, trainer.supernet.probabilities(), result.device_budget)[1] == []
+    assert json.loads(json.dumps(result.to_dict()))["fill_moves"] == result.fill_moves
 
 
 def test_trainer_saves_derived_model_and_results(tmp_path, digits):

@@ -69,6 +69,12 @@ class DCANASTrainingArguments(TrainingArguments):
         metadata={"help": "derive(): if the argmax genotype exceeds the device budget, move the edges that lose the "
                   "least alpha mass per unit of cost to cheaper ops until it fits (reported as repaired)."},
     )
+    fill_budget: bool = field(
+        default=False,
+        metadata={"help": "derive(): after any repair, move edges to costlier ops while the network stays within the "
+                  "device budget (least alpha mass lost per unit of cost added): for budgets that are targets, e.g. "
+                  "a latency to come close to (reported as fill_moves)."},
+    )
 
     # -- architecture and multiplier steps ---------------------------------------------------------------
     arch_learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of alpha (DARTS: 3e-4)."})

@@ -352,15 +352,20 @@ class DCANASTrainer(Trainer):
         """``(genotype, DCANASConfig)`` of the final network from the current alpha (NB201: argmax per edge;
         DARTS: top-2 incoming edges per node). With a budget and ``enforce_budget`` (default
         ``args.enforce_budget``), an argmax genotype over the device budget is repaired (``search_result()``
-        reports the raw one and the moves)."""
+        reports the raw one and the moves); with ``args.fill_budget`` a genotype under the budget is then moved
+        to costlier ops while it still fits (``fill_moves``)."""
         enforce = self.args.enforce_budget if enforce_budget is None else enforce_budget
         supernet = self.supernet
         raw = supernet.genotype()
         genotype, moves = raw, []
         if self.args.constrained and enforce and self.cost_model.derived(raw) > self.device_budget:
             genotype, moves = self.cost_model.repair(raw, supernet.probabilities(), self.device_budget)
+        fill_moves = []
+        if self.args.constrained and self.args.fill_budget and self.cost_model.derived(genotype) <= self.device_budget:
+            genotype, fill_moves = self.cost_model.fill(genotype, supernet.probabilities(), self.device_budget)
         config = final_network_config(self.args.search_space, genotype=genotype, **self.args.final_config_kwargs())
         self._derived = (raw, genotype, moves)
+        self._fill_moves = fill_moves
         return config.parsed_genotype, config
 
     def search_result(self, enforce_budget: bool | None = None) -> SearchResult:
@@ -399,6 +404,7 @@ class DCANASTrainer(Trainer):
             raw_budget_met=(raw_cost <= self.device_budget) if constrained else None,
             repaired=bool(moves),
             repair_moves=moves,
+            fill_moves=list(self._fill_moves),
             lambda_=float(supernet.constraint.lambda_.detach()) if constrained else None,
             alpha_entropy=supernet.alpha_entropy(),
             alphas={k: v.detach().cpu().tolist() for k, v in supernet.alphas.items()},

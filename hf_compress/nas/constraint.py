@@ -305,6 +305,70 @@ class CostModel:
         return build(), moves
 
 
+    def fill(self, genotype, probs: dict[str, torch.Tensor], budget: float):
+        """Use the budget: repeatedly move one edge to a costlier op while the network stays within ``budget``,
+        choosing the move that loses the least log-probability per unit of cost added (NB201: any costlier
+        non-``none`` op; DARTS: a costlier non-``none`` op on a kept edge). The counterpart of :meth:`repair`
+        for budgets that are targets (a latency to hit, not only to stay under). Returns ``(genotype, moves)``."""
+        genotype = parse_genotype(genotype, self.space)
+        space = self.space
+        none = space.op_index("none")
+        moves = []
+        if space.name == NB201:
+            ops = list(genotype.ops)
+            logp = probs["normal"].clamp_min(1e-12).log().to(torch.float64).numpy()
+            table = self.tables["normal"]
+            current = self.derived(NB201Genotype.from_ops(ops))
+            while True:
+                best = None
+                for e, op in enumerate(ops):
+                    o = space.op_index(op)
+                    for o2 in range(space.num_ops):
+                        added = table[e, o2] - table[e, o]
+                        if o2 == none or added <= 0 or current + added > budget:
+                            continue
+                        key = (logp[e, o] - logp[e, o2]) / added
+                        if best is None or key < best[0]:
+                            best = (key, e, o2, added)
+                if best is None:
+                    break
+                _, e, o2, added = best
+                moves.append({"cell": "normal", "edge": list(space.edges[e]), "from": ops[e], "to": space.ops[o2]})
+                ops[e] = space.ops[o2]
+                current += added
+            return NB201Genotype.from_ops(ops), moves
+        cells = {kind: list(genotype.cell(kind == "reduce")[0]) for kind in ("normal", "reduce")}
+        concat = tuple(range(2, space.num_nodes + 2))
+
+        def build():
+            return DartsGenotype(normal=tuple(cells["normal"]), normal_concat=concat,
+                                 reduce=tuple(cells["reduce"]), reduce_concat=concat)
+
+        current = self.derived(build())
+        while True:
+            best = None
+            for kind, pairs in cells.items():
+                logp = probs[kind].clamp_min(1e-12).log().to(torch.float64).numpy()
+                for k, (op, source) in enumerate(pairs):
+                    e = space.edges.index((source, k // space.inputs_per_node + 2))
+                    o = space.op_index(op)
+                    for o2 in range(space.num_ops):
+                        added = self.tables[kind][e, o2] - self.tables[kind][e, o]
+                        if o2 == none or added <= 0 or current + added > budget:
+                            continue
+                        key = (logp[e, o] - logp[e, o2]) / added
+                        if best is None or key < best[0]:
+                            best = (key, kind, k, o2, added)
+            if best is None:
+                break
+            _, kind, k, o2, added = best
+            op, source = cells[kind][k]
+            moves.append({"cell": kind, "node": k // 2, "input": source, "from": op, "to": space.ops[o2]})
+            cells[kind][k] = (space.ops[o2], source)
+            current += added
+        return build(), moves
+
+
 class BudgetConstraint(nn.Module):
     """``lambda * (k_s(alpha) / K_s - 1)``; ``lambda_`` is trained by gradient *ascent* and clamped >= 0."""
 

@@ -166,6 +166,7 @@ class SearchResult:
     raw_budget_met: bool | None
     repaired: bool
     repair_moves: list = field(default_factory=list)
+    fill_moves: list = field(default_factory=list)
     lambda_: float | None = None
     alpha_entropy: float | None = None
     alphas: dict = field(default_factory=dict)
