@@ -111,19 +111,22 @@ def test_pull_without_hf_compress_installed(hub, tmp_path, kind):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def push_pull_and_pull_bare(hub, tmp_path, client: str, repo: str, folder: str) -> tuple[dict, dict, dict]:
+    """With ``client`` (a script beside this file), each with its own fresh HF_HOME: push ``tmp_path/folder`` to
+    ``repo``; pull it at the pushed commit; pull it with hf-compress hidden (trust_remote_code)."""
+    script = os.path.join(os.path.dirname(__file__), client)
+    pushed = run_client(hub, tmp_path / "h-push", "push", repo, tmp_path / folder, script=script)
+    pulled = run_client(hub, tmp_path / "h-pull", "pull", repo, pushed["commit"], script=script)
+    bare = run_client(hub, tmp_path / "h-bare", "pull-without-plugin", repo, script=script)
+    return pushed, pulled, bare
+
+
 def test_ramen_predictor_round_trip_and_pull_without_plugin(hub, tmp_path):
     """A RAMEN encoder + tokenizer + label index pushed as one repo: pulled with a fresh cache it predicts the
     same labels; with hf-compress hidden, trust_remote_code loads the encoder and embeds identically."""
     import numpy as np
 
-    client = os.path.join(os.path.dirname(__file__), "hub_ramen_client.py")
-
-    def run(home, *args):
-        return run_client(hub, home, *args, script=client)
-
-    pushed = run(tmp_path / "h-push", "push", "tester/ramen", tmp_path / "pred")
-    pulled = run(tmp_path / "h-pull", "pull", "tester/ramen", pushed["commit"])
-    bare = run(tmp_path / "h-bare", "pull-without-plugin", "tester/ramen")
+    pushed, pulled, bare = push_pull_and_pull_bare(hub, tmp_path, "hub_ramen_client.py", "tester/ramen", "pred")
     assert pulled["class"] == "RamenEncoder" and pulled["top3"] == pushed["top3"]
     assert pulled["checksum"] == pushed["checksum"] == bare["checksum"]
     np.testing.assert_array_equal(np.array(pulled["embeddings"]), np.array(pushed["embeddings"]))
@@ -136,14 +139,7 @@ def test_dcanas_network_and_onnx_round_trip_and_pull_without_plugin(hub, tmp_pat
     logits, the pulled ONNX file agrees with PyTorch, and trust_remote_code loads it with hf-compress hidden."""
     import numpy as np
 
-    client = os.path.join(os.path.dirname(__file__), "hub_nas_client.py")
-
-    def run(home, *args):
-        return run_client(hub, home, *args, script=client)
-
-    pushed = run(tmp_path / "h-push", "push", "tester/dcanas", tmp_path / "net")
-    pulled = run(tmp_path / "h-pull", "pull", "tester/dcanas", pushed["commit"])
-    bare = run(tmp_path / "h-bare", "pull-without-plugin", "tester/dcanas")
+    pushed, pulled, bare = push_pull_and_pull_bare(hub, tmp_path, "hub_nas_client.py", "tester/dcanas", "net")
     assert pulled["class"] == bare["class"] == "DCANASForImageClassification"
     assert pulled["checksum"] == pushed["checksum"] == bare["checksum"]
     np.testing.assert_array_equal(np.array(pulled["logits"]), np.array(pushed["logits"]))

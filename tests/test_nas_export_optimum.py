@@ -24,25 +24,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 import hf_compress.nas  # noqa: E402,F401  (registers the Auto classes)
-from hf_compress.nas import DARTS_V2, DCANASConfig, DCANASForImageClassification  # noqa: E402
+from hf_compress.nas import DCANASConfig, DCANASForImageClassification  # noqa: E402
+from nas_tiny import TINY, save_tiny  # noqa: E402
 
-NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-TINY = {
-    "nb201": dict(genotype=NB201_EXAMPLE, init_channels=4, cells_per_stage=1, num_classes=5),
-    "darts": dict(search_space="darts", genotype=DARTS_V2, init_channels=4, num_layers=4, num_classes=7),
-}
 PARITY = 1e-4
-
-
-def save_tiny(space: str, folder, seed: int = 0) -> DCANASForImageClassification:
-    torch.manual_seed(seed)
-    model = DCANASForImageClassification(DCANASConfig(**TINY[space])).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    model.save_pretrained(folder)
-    return model
 
 
 def assert_onnx_matches(onnx_path, model_dir) -> float:

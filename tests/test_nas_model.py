@@ -22,8 +22,8 @@ from hf_compress.nas.cost import (
 )
 from hf_compress.nas.modeling_dcanas import DCANASDartsCell, DCANASNB201Cell
 from hf_compress.nas.spaces import NB201_LARGEST, NB201_SMALLEST, DartsGenotype, NB201Genotype
+from nas_tiny import NB201_EXAMPLE
 
-NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 NB201_GENOTYPES = [
     NB201_LARGEST.to_string(),
     NB201_SMALLEST.to_string(),

@@ -30,8 +30,8 @@ from hf_compress.nas.supernet import (
 )
 from trainers.dcanas_config import DCANASTrainingArguments
 from trainers.dcanas_trainer import DCANASTrainer
+from nas_tiny import NB201_EXAMPLE
 
-NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 TINY = {
     "nb201": dict(search_space="nb201", init_channels=8, cells_per_stage=1, image_size=16, num_classes=10),
     "darts": dict(search_space="darts", init_channels=4, num_layers=3, image_size=16, num_classes=10),

@@ -364,13 +364,12 @@ class DCANASTrainer(Trainer):
         if self.args.constrained and self.args.fill_budget and self.cost_model.derived(genotype) <= self.device_budget:
             genotype, fill_moves = self.cost_model.fill(genotype, supernet.probabilities(), self.device_budget)
         config = final_network_config(self.args.search_space, genotype=genotype, **self.args.final_config_kwargs())
-        self._derived = (raw, genotype, moves)
-        self._fill_moves = fill_moves
+        self._derived = (raw, genotype, moves, fill_moves)
         return config.parsed_genotype, config
 
     def search_result(self, enforce_budget: bool | None = None) -> SearchResult:
         genotype, config = self.derive(enforce_budget)
-        raw, _, moves = self._derived
+        raw, _, moves, fill_moves = self._derived
         supernet = self.supernet
         cm = self.cost_model
         derived = cm.derived(genotype)
@@ -404,7 +403,7 @@ class DCANASTrainer(Trainer):
             raw_budget_met=(raw_cost <= self.device_budget) if constrained else None,
             repaired=bool(moves),
             repair_moves=moves,
-            fill_moves=list(self._fill_moves),
+            fill_moves=fill_moves,
             lambda_=float(supernet.constraint.lambda_.detach()) if constrained else None,
             alpha_entropy=supernet.alpha_entropy(),
             alphas={k: v.detach().cpu().tolist() for k, v in supernet.alphas.items()},

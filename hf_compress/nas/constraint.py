@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -35,6 +34,7 @@ from torch import nn
 
 from .configuration_dcanas import DCANASConfig
 from .cost import darts_network_cost, nb201_network_cost, op_cost, op_output_size, conv_output_size
+from .jsonio import load_json, save_json
 from .spaces import DARTS, NB201, DartsGenotype, NB201Genotype, parse_genotype
 
 METRICS = ("params", "macs", "latency")
@@ -250,123 +250,69 @@ class CostModel:
         """Make ``genotype`` fit ``budget``: repeatedly move one edge to a cheaper op, choosing the move that
         loses the least log-probability per unit of cost saved (NB201: any cheaper op; DARTS: a cheaper
         non-``none`` op on a kept edge). Returns ``(genotype, moves)``; ``moves`` is empty when it fit."""
-        genotype = parse_genotype(genotype, self.space)
-        space = self.space
-        moves = []
-        if self.space.name == NB201:
-            ops = list(genotype.ops)
-            logp = probs["normal"].clamp_min(1e-12).log().to(torch.float64).numpy()
-            table = self.tables["normal"]
-            while self.derived(NB201Genotype.from_ops(ops)) > budget:
-                best = None
-                for e, op in enumerate(ops):
-                    o = space.op_index(op)
-                    for o2 in range(space.num_ops):
-                        saved = table[e, o] - table[e, o2]
-                        if saved <= 0 or (self.exclude_none and space.ops[o2] == "none"):
-                            continue
-                        key = (logp[e, o] - logp[e, o2]) / saved
-                        if best is None or key < best[0]:
-                            best = (key, e, o2)
-                if best is None:
-                    break
-                _, e, o2 = best
-                moves.append({"cell": "normal", "edge": list(space.edges[e]), "from": ops[e], "to": space.ops[o2]})
-                ops[e] = space.ops[o2]
-            return NB201Genotype.from_ops(ops), moves
-        cells = {kind: list(genotype.cell(kind == "reduce")[0]) for kind in ("normal", "reduce")}
-
-        def build():
-            concat = tuple(range(2, space.num_nodes + 2))
-            return DartsGenotype(normal=tuple(cells["normal"]), normal_concat=concat,
-                                 reduce=tuple(cells["reduce"]), reduce_concat=concat)
-
-        none = space.op_index("none")
-        while self.derived(build()) > budget:
-            best = None
-            for kind, pairs in cells.items():
-                logp = probs[kind].clamp_min(1e-12).log().to(torch.float64).numpy()
-                for k, (op, source) in enumerate(pairs):
-                    e = space.edges.index((source, k // space.inputs_per_node + 2))
-                    o = space.op_index(op)
-                    for o2 in range(space.num_ops):
-                        saved = self.tables[kind][e, o] - self.tables[kind][e, o2]
-                        if o2 == none or saved <= 0:
-                            continue
-                        key = (logp[e, o] - logp[e, o2]) / saved
-                        if best is None or key < best[0]:
-                            best = (key, kind, k, o2)
-            if best is None:
-                break
-            _, kind, k, o2 = best
-            op, source = cells[kind][k]
-            moves.append({"cell": kind, "node": k // 2, "input": source, "from": op, "to": space.ops[o2]})
-            cells[kind][k] = (space.ops[o2], source)
-        return build(), moves
-
+        return self._greedy_moves(genotype, probs, budget, cheaper=True)
 
     def fill(self, genotype, probs: dict[str, torch.Tensor], budget: float):
         """Use the budget: repeatedly move one edge to a costlier op while the network stays within ``budget``,
         choosing the move that loses the least log-probability per unit of cost added (NB201: any costlier
         non-``none`` op; DARTS: a costlier non-``none`` op on a kept edge). The counterpart of :meth:`repair`
         for budgets that are targets (a latency to hit, not only to stay under). Returns ``(genotype, moves)``."""
+        return self._greedy_moves(genotype, probs, budget, cheaper=False)
+
+    def _greedy_moves(self, genotype, probs: dict[str, torch.Tensor], budget: float, cheaper: bool):
+        """One edge at a time to a cheaper op (until the cost fits) or a costlier one (while it still fits),
+        taking the move that loses the least log-probability per unit of cost changed."""
         genotype = parse_genotype(genotype, self.space)
         space = self.space
         none = space.op_index("none")
-        moves = []
+        none_allowed = space.name == NB201 and not self.exclude_none
+        # one slot per chosen op: [cell type, edge index, op index, (position, source) for DARTS]
         if space.name == NB201:
-            ops = list(genotype.ops)
-            logp = probs["normal"].clamp_min(1e-12).log().to(torch.float64).numpy()
-            table = self.tables["normal"]
-            current = self.derived(NB201Genotype.from_ops(ops))
-            while True:
-                best = None
-                for e, op in enumerate(ops):
-                    o = space.op_index(op)
-                    for o2 in range(space.num_ops):
-                        added = table[e, o2] - table[e, o]
-                        if o2 == none or added <= 0 or current + added > budget:
-                            continue
-                        key = (logp[e, o] - logp[e, o2]) / added
-                        if best is None or key < best[0]:
-                            best = (key, e, o2, added)
-                if best is None:
-                    break
-                _, e, o2, added = best
-                moves.append({"cell": "normal", "edge": list(space.edges[e]), "from": ops[e], "to": space.ops[o2]})
-                ops[e] = space.ops[o2]
-                current += added
-            return NB201Genotype.from_ops(ops), moves
-        cells = {kind: list(genotype.cell(kind == "reduce")[0]) for kind in ("normal", "reduce")}
-        concat = tuple(range(2, space.num_nodes + 2))
-
-        def build():
-            return DartsGenotype(normal=tuple(cells["normal"]), normal_concat=concat,
-                                 reduce=tuple(cells["reduce"]), reduce_concat=concat)
-
-        current = self.derived(build())
-        while True:
-            best = None
-            for kind, pairs in cells.items():
-                logp = probs[kind].clamp_min(1e-12).log().to(torch.float64).numpy()
-                for k, (op, source) in enumerate(pairs):
+            slots = [["normal", e, space.op_index(op), None] for e, op in enumerate(genotype.ops)]
+        else:
+            slots = []
+            for kind in ("normal", "reduce"):
+                for k, (op, source) in enumerate(genotype.cell(kind == "reduce")[0]):
                     e = space.edges.index((source, k // space.inputs_per_node + 2))
-                    o = space.op_index(op)
-                    for o2 in range(space.num_ops):
-                        added = self.tables[kind][e, o2] - self.tables[kind][e, o]
-                        if o2 == none or added <= 0 or current + added > budget:
-                            continue
-                        key = (logp[e, o] - logp[e, o2]) / added
-                        if best is None or key < best[0]:
-                            best = (key, kind, k, o2, added)
+                    slots.append([kind, e, space.op_index(op), (k, source)])
+
+        def cost() -> float:  # summed as derived() sums, so the two agree exactly
+            total = self.skeleton
+            for kind, e, o, _ in slots:
+                total += self.tables[kind][e, o]
+            return float(total)
+
+        logp = {kind: p.clamp_min(1e-12).log().to(torch.float64).numpy() for kind, p in probs.items()}
+        moves = []
+        while not cheaper or cost() > budget:
+            current, best = cost(), None
+            for i, (kind, e, o, _) in enumerate(slots):
+                for o2 in range(space.num_ops):
+                    delta = self.tables[kind][e, o2] - self.tables[kind][e, o]
+                    if (o2 == none and not none_allowed) or (delta >= 0 if cheaper else delta <= 0):
+                        continue
+                    if not cheaper and current + delta > budget:
+                        continue
+                    key = (logp[kind][e, o] - logp[kind][e, o2]) / abs(delta)
+                    if best is None or key < best[0]:
+                        best = (key, i, o2)
             if best is None:
                 break
-            _, kind, k, o2, added = best
-            op, source = cells[kind][k]
-            moves.append({"cell": kind, "node": k // 2, "input": source, "from": op, "to": space.ops[o2]})
-            cells[kind][k] = (space.ops[o2], source)
-            current += added
-        return build(), moves
+            _, i, o2 = best
+            kind, e, o, where = slots[i]
+            if where is None:
+                moves.append({"cell": kind, "edge": list(space.edges[e]), "from": space.ops[o], "to": space.ops[o2]})
+            else:
+                moves.append({"cell": kind, "node": where[0] // 2, "input": where[1], "from": space.ops[o],
+                              "to": space.ops[o2]})
+            slots[i][2] = o2
+        if space.name == NB201:
+            return NB201Genotype.from_ops([space.ops[o] for _, _, o, _ in slots]), moves
+        cells = {kind: tuple((space.ops[o], where[1]) for k, _, o, where in slots if k == kind)
+                 for kind in ("normal", "reduce")}
+        concat = tuple(range(2, space.num_nodes + 2))
+        return DartsGenotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"],
+                             reduce_concat=concat), moves
 
 
 class BudgetConstraint(nn.Module):
@@ -451,20 +397,11 @@ class LookUpGraph:
                 "network": self.network, "meta": self.meta, "points": self.points}
 
     def save(self, path: str | os.PathLike) -> str:
-        path = str(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-        return path
+        return save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LookUpGraph:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Look-up graph not found: {path} (build one with `hf-compress nas lug`).")
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        if data.get("format") != LUG_FORMAT:
-            raise ValueError(f"{path} is not a DCA-NAS look-up graph (format {data.get('format')!r}, expected {LUG_FORMAT!r}).")
+        data = load_json(path, "Look-up graph", "build one with `hf-compress nas lug`", LUG_FORMAT)
         return cls(data["search_space"], data["metric"], data.get("points", []), data.get("network", {}), data.get("meta", {}))
 
     def check_compatible(self, search_space: str, metric: str, network: dict | None = None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from .configuration_dcanas import DCANASConfig
+from .jsonio import load_json, save_json
 from .ops import build_op
 from .spaces import get_space
 
@@ -263,25 +263,13 @@ class LatencyTable:
                 "raw_ms": self.raw}
 
     def save(self, path: str | os.PathLike) -> str:
-        path = str(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-        return path
+        return save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike, check_device: bool = True) -> LatencyTable:
         """Read a table; warn (``LatencyTableDeviceWarning``, both fingerprints shown) when it was measured
         on another device or software stack."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Latency table not found: {path} (measure one with `hf-compress nas lut`).")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} is not valid JSON: {err}") from None
-        if data.get("format") != TABLE_FORMAT:
-            raise ValueError(f"{path} is not a DCA-NAS latency table (format {data.get('format')!r}, expected {TABLE_FORMAT!r}).")
+        data = load_json(path, "Latency table", "measure one with `hf-compress nas lut`", TABLE_FORMAT)
         table = cls(
             network=data["network"], entries=data.get("entries_ms", {}), skeleton=data.get("skeleton_ms", {}),
             overhead=data.get("overhead_ms", {}), raw=data.get("raw_ms", {}), fingerprint=data.get("fingerprint", {}),

@@ -11,7 +11,6 @@ with a seed) and scikit-learn's 8x8 digits upsampled (``load_digits_dataset``) f
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .image_processing_dcanas import CIFAR10_MEAN, CIFAR10_STD
+from .jsonio import load_json, save_json
 
 RESULTS_FILE = "search_results.json"
 
@@ -187,10 +187,7 @@ class SearchResult:
         return data
 
     def save(self, path: str) -> str:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-        return path
+        return save_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchResult:
@@ -203,10 +200,7 @@ class SearchResult:
     def load(cls, path: str) -> SearchResult:
         if os.path.isdir(path):
             path = os.path.join(path, RESULTS_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Search results not found: {path} (written by `hf-compress nas search`).")
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        return cls.from_dict(load_json(path, "Search results", "written by `hf-compress nas search`"))
 
     @property
     def config(self):
