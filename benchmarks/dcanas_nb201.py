@@ -134,7 +134,7 @@ def child_search(spec: dict) -> dict:
 
         out["measured_latency_ms"] = measure_network_latency(
             result.config, "onnxruntime", repeats=spec.get("latency_repeats", 100), warmup=20,
-            threads=spec.get("threads", 1),
+            threads=spec.get("threads", 1), rounds=spec.get("latency_rounds", 1),
         )
     return out
 
@@ -362,6 +362,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibrate", type=int, default=0,
                         help="latency: fit measured ~ a * estimate + b on N whole networks first (0: raw table)")
+    parser.add_argument("--latency_fit", action="store_true",
+                        help="latency: derive with latency_fit (measure candidates here, rescale the table budget)")
     parser.add_argument("--smoke", action="store_true", help="tiny run: a few steps, one seed, one ratio")
     args = parser.parse_args()
     if args.child:
@@ -568,13 +570,17 @@ def main() -> None:
         for ratio in [float(r) for r in args.latency_ratios.split(",")]:
             budget = max(lo * 1.01, ratio * hi)
             spec = base_search(seeds[0], budget=budget, budget_type="latency", latency_table=table_path,
-                               lug=lat_lug_path if VARIANTS[variants[0]]["lug"] else None)
-            spec.update(measure_latency=True, latency_repeats=30 if args.smoke else 100)
+                               lug=lat_lug_path if VARIANTS[variants[0]]["lug"] else None,
+                               latency_fit=args.latency_fit, latency_fit_repeats=30 if args.smoke else 100)
+            spec.update(measure_latency=True, latency_repeats=30 if args.smoke else 100,
+                        latency_rounds=3 if args.latency_fit else 1)
             res = run_child(spec, args.threads)
             row = {"method": "latency", "seed": seeds[0], "ratio": ratio, "latency_budget_ms": budget,
                    "derived_cost": res["derived_cost"], "measured_latency_ms": res["measured_latency_ms"],
                    "budget_met_estimate": res["budget_met"], "wall_time_s": res["wall_time_s"],
                    "search_budget": res["search_budget"], **scorer.score(res["genotype"], None)}
+            if res.get("extra", {}).get("latency_fit"):
+                row["latency_fit"] = res["extra"]["latency_fit"]
             results["runs"].append(row)
             log(f"latency {ratio:.2f}: budget {budget:.3f} ms, estimated {res['derived_cost']:.3f} ms, measured "
                 f"{res['measured_latency_ms']:.3f} ms, acc {row['nb201_acc']:.2f}")

@@ -456,6 +456,89 @@ def test_latency_calibration_stays_additive():
         assert after == pytest.approx(fit["scale"] * before + fit["offset_ms"], rel=1e-6)
 
 
+def _alpha_probs(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"normal": torch.softmax(2.0 * torch.randn(6, 5, generator=generator), -1)}
+
+
+@pytest.mark.parametrize("scale,offset", [(1.25, 0.0), (0.8, 2.0e4), (1.0, 1.5e5)])
+def test_latency_fit_corrects_a_table_that_misjudges_the_device(scale, offset):
+    """The device runs whole networks ``scale`` x the table's sum (+ ``offset``): repair + fill against the table
+    alone lands outside [0.9, 1.0] x budget; measuring and rescaling the table budget lands inside, with the
+    genotype derive() would give for the last table budget tried."""
+    from hf_compress.nas.latency_fit import candidate_for, fit_measured_latency
+
+    model = CostModel.for_space("nb201", "params")  # any additive table: the algorithm is metric-agnostic
+    probs = _alpha_probs(0)
+    raw = genotype_from_probs("nb201", probs, exclude_none=True)
+    calls = []
+
+    def device(genotype) -> float:
+        calls.append(str(genotype))
+        return scale * model.derived(genotype) + offset
+
+    budget = model.budget_from_ratio(0.5)
+    table_only = candidate_for(model, raw, probs, budget)
+    assert not 0.9 * budget <= device(table_only) <= budget
+    calls.clear()
+    fit = fit_measured_latency(model, raw, probs, budget, device, tolerance=0.1, max_rounds=6)
+    assert fit.within_tolerance and 0.9 * budget <= fit.measured_ms <= budget
+    assert fit.measured_ms == pytest.approx(device(fit.genotype))
+    assert len(fit.trials) >= 2 and len(set(calls[:-1])) == len(calls[:-1])  # each candidate measured once
+    assert str(candidate_for(model, raw, probs, fit.trials[-1]["table_budget_ms"])) == str(fit.genotype)
+    assert json.loads(json.dumps(fit.to_dict()))["trials"][0]["measured_over_budget"] > 1.0 or scale < 1
+
+
+def test_latency_fit_falls_back_when_the_device_is_too_slow(caplog):
+    from hf_compress.nas.latency_fit import fit_measured_latency
+
+    model = CostModel.for_space("nb201", "params")
+    probs = _alpha_probs(1)
+    raw = genotype_from_probs("nb201", probs, exclude_none=True)
+    lo, _ = model.feasible_range()
+    with caplog.at_level("WARNING"):
+        fit = fit_measured_latency(model, raw, probs, 1.5 * lo, lambda g: 10.0 * model.derived(g), max_rounds=3)
+    assert not fit.within_tolerance and "No candidate measured under" in caplog.text
+    measured = [t["measured_ms"] for t in fit.trials if "measured_ms" in t]
+    assert fit.measured_ms == min(measured) > 1.5 * lo
+    with pytest.raises(ValueError, match="tolerance"):
+        fit_measured_latency(model, raw, probs, lo, lambda g: 1.0, tolerance=1.5)
+
+
+def test_trainer_latency_fit_measures_the_derived_network(tmp_path, digits):
+    """A real latency search with latency_fit: candidates are measured with onnxruntime on this machine and
+    budget_met follows the measurement."""
+    final = dict(final_init_channels=4, final_cells_per_stage=1, final_image_size=8)
+    config = final_network_config("nb201", init_channels=4, cells_per_stage=1, image_size=8)
+    table = measure_latency_table(config, backends=("onnxruntime",), repeats=5, warmup=2)
+    path = table.save(tmp_path / "latency.json")
+    lo, hi = CostModel(config, "latency", table).feasible_range()
+    args = tiny_args(tmp_path, max_steps=1, budget_type="latency", budget=lo + 0.7 * (hi - lo), budget_ratio=None,
+                     latency_table=path, fill_budget=True, latency_fit=True, latency_fit_repeats=5,
+                     latency_fit_rounds=3, **final)
+    trainer = DCANASTrainer(args=args, train_dataset=digits)
+    trainer.train()
+    result = trainer.search_result()
+    fit = result.extra["latency_fit"]
+    measured = [t for t in fit["trials"] if "measured_ms" in t]
+    assert 1 <= len(measured) <= 3 and all(t["measured_ms"] > 0 for t in measured)
+    assert fit["genotype"] == result.genotype and result.extra["measured_latency_ms"] == fit["measured_ms"]
+    assert result.budget_met == (fit["measured_ms"] <= result.device_budget)
+    if fit["within_tolerance"]:
+        assert 0.9 * result.device_budget <= fit["measured_ms"] <= result.device_budget
+    with pytest.raises(ValueError, match="budget_type='latency'"):
+        tiny_args(tmp_path, latency_fit=True)
+    data = json.loads(open(path).read())
+    data["fingerprint"]["cpu_model"] = "Imaginary CPU 9000"
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LatencyTableDeviceWarning)
+        with pytest.raises(ValueError, match="(?s)latency_fit measures.*Imaginary|cpu_model"):
+            DCANASTrainer(args=tiny_args(tmp_path, max_steps=1, budget_type="latency", budget=args.budget,
+                                         budget_ratio=None, latency_table=str(tmp_path / "other.json"),
+                                         latency_fit=True, **final), train_dataset=digits)
+
+
 def test_look_up_graph_is_monotone_and_round_trips(tmp_path):
     points = [  # derived cost is noisy and not monotone in the search budget
         {"search_budget": 1.0e5, "derived_cost": 0.9e5}, {"search_budget": 2.0e5, "derived_cost": 3.1e5},
@@ -541,6 +624,37 @@ def test_cli_search_then_derive(tmp_path, capsys):
     card = ModelCard.load(tmp_path / "trained" / "README.md")
     (result,) = validate_card(card, folder=tmp_path / "trained")
     assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(trained["eval_accuracy"])
+
+
+def test_cli_derive_latency_fit_on_the_device(tmp_path, capsys):
+    """Search anywhere, then fit on the device: `nas derive --latency_fit` measures candidates ranked by the saved
+    alpha against a table measured here, saves that network and records the measurement."""
+    from hf_compress.nas.cli import run_nas
+
+    out = tmp_path / "search"
+    assert run_nas(["search", "--dataset", "digits", "--train_limit", "256", "--image_size", "8",
+                    "--final_init_channels", "4", "--final_cells_per_stage", "1", "--search_init_channels", "4",
+                    "--search_cells_per_stage", "1", "--channel_bottleneck", "2", "--budget_ratio", "0.5", "--max_steps", "2",
+                    "--output_dir", str(out), "--disable_tqdm", "true"]) == 0
+    config = final_network_config("nb201", init_channels=4, cells_per_stage=1, image_size=8)
+    table = measure_latency_table(config, backends=("onnxruntime",), repeats=5, warmup=2)
+    path = table.save(tmp_path / "latency.json")
+    lo, hi = CostModel(config, "latency", table).feasible_range()
+    capsys.readouterr()
+    assert run_nas(["derive", str(out), "--latency_fit", "--latency_table", path, "--budget_ms",
+                    str(lo + 0.6 * (hi - lo)), "--latency_fit_rounds", "2", "--latency_fit_repeats", "5",
+                    "--output_dir", str(tmp_path / "fitted")]) == 0
+    assert "latency fit: measured" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "fitted" / "search_results.json").read_text())
+    fit = saved["extra"]["latency_fit"]
+    assert saved["genotype"] == fit["genotype"] and fit["trials"][0]["measured_ms"] > 0
+    model = DCANASForImageClassification.from_pretrained(tmp_path / "fitted")
+    assert model.config.genotype == fit["genotype"] and sum(p.numel() for p in model.parameters()) == saved["params"]
+    # a params search has no latency budget of its own, and the table must come from somewhere
+    assert run_nas(["derive", str(out), "--latency_fit", "--latency_table", path]) == 2
+    assert "--budget_ms" in capsys.readouterr().err
+    assert run_nas(["derive", str(out), "--latency_fit"]) == 2
+    assert "--latency_table" in capsys.readouterr().err
 
 
 def test_public_names():

@@ -75,6 +75,19 @@ class DCANASTrainingArguments(TrainingArguments):
                   "device budget (least alpha mass lost per unit of cost added): for budgets that are targets, e.g. "
                   "a latency to come close to (reported as fill_moves)."},
     )
+    latency_fit: bool = field(
+        default=False,
+        metadata={"help": "derive() with a latency budget, run on the device the table was measured on: measure the "
+                  "derived network with latency_backend and, while it is outside [(1 - latency_tolerance) x budget, "
+                  "budget], rescale the table budget by measured / estimated and derive again (repair + fill)."},
+    )
+    latency_tolerance: float = field(
+        default=0.1, metadata={"help": "latency_fit: how far under the budget a measured latency may be (fraction)."}
+    )
+    latency_fit_rounds: int = field(default=6, metadata={"help": "latency_fit: most candidates measured."})
+    latency_fit_repeats: int = field(
+        default=100, metadata={"help": "latency_fit: timed runs per candidate (median, best of 3 rounds)."}
+    )
 
     # -- architecture and multiplier steps ---------------------------------------------------------------
     arch_learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of alpha (DARTS: 3e-4)."})
@@ -156,6 +169,15 @@ class DCANASTrainingArguments(TrainingArguments):
                 "budget_type='latency' needs latency_table=<json> measured on the target device "
                 "(hf-compress nas lut --output latency.json)."
             )
+        if self.latency_fit and self.budget_type != "latency":
+            raise ValueError(
+                "latency_fit measures derived networks against a latency budget; set budget_type='latency' (with "
+                "latency_table) or turn latency_fit off."
+            )
+        if not 0.0 < self.latency_tolerance < 1.0:
+            raise ValueError(f"latency_tolerance must be in (0, 1), got {self.latency_tolerance}.")
+        if self.latency_fit_rounds < 1 or self.latency_fit_repeats < 1:
+            raise ValueError("latency_fit_rounds and latency_fit_repeats must be >= 1.")
         if self.budget_mode not in ("upper", "target"):
             raise ValueError(f"budget_mode must be 'upper' or 'target', got {self.budget_mode!r}.")
         if self.lambda_signal not in ("expected", "derived"):

@@ -37,7 +37,14 @@ from torch.utils.data import DataLoader, Subset
 from transformers import Trainer
 
 from hf_compress.nas.constraint import BudgetConstraint, CostModel, LookUpGraph, final_network_config
-from hf_compress.nas.latency import LatencyTable, network_signature
+from hf_compress.nas.latency import (
+    LatencyTable,
+    device_fingerprint,
+    fingerprint_mismatch,
+    measure_network_latency,
+    network_signature,
+)
+from hf_compress.nas.latency_fit import fit_measured_latency
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.search import RESULTS_FILE, SearchResult, peak_rss_mb
 from hf_compress.nas.supernet import DCANASSupernet
@@ -89,6 +96,8 @@ class DCANASTrainer(Trainer):
         self._check_data(model, train_dataset)
         self.final_config = final_network_config(args.search_space, **args.final_config_kwargs())
         self.latency_table = LatencyTable.load(args.latency_table) if args.latency_table else None
+        if args.latency_fit and args.constrained:
+            self._check_fit_device(self.latency_table, args.latency_table)
         metric = args.metric
         self.cost_model = CostModel(self.final_config, metric, self.latency_table, args.latency_backend,
                                     exclude_none=model.settings.exclude_none)
@@ -353,23 +362,63 @@ class DCANASTrainer(Trainer):
         DARTS: top-2 incoming edges per node). With a budget and ``enforce_budget`` (default
         ``args.enforce_budget``), an argmax genotype over the device budget is repaired (``search_result()``
         reports the raw one and the moves); with ``args.fill_budget`` a genotype under the budget is then moved
-        to costlier ops while it still fits (``fill_moves``)."""
+        to costlier ops while it still fits (``fill_moves``). With ``args.latency_fit`` the candidate is measured
+        on this device and the table budget corrected until the measured latency is within
+        ``latency_tolerance`` under the budget (``hf_compress.nas.latency_fit``)."""
         enforce = self.args.enforce_budget if enforce_budget is None else enforce_budget
         supernet = self.supernet
         raw = supernet.genotype()
+        probs = supernet.probabilities()
         genotype, moves = raw, []
         if self.args.constrained and enforce and self.cost_model.derived(raw) > self.device_budget:
-            genotype, moves = self.cost_model.repair(raw, supernet.probabilities(), self.device_budget)
+            genotype, moves = self.cost_model.repair(raw, probs, self.device_budget)
         fill_moves = []
         if self.args.constrained and self.args.fill_budget and self.cost_model.derived(genotype) <= self.device_budget:
-            genotype, fill_moves = self.cost_model.fill(genotype, supernet.probabilities(), self.device_budget)
+            genotype, fill_moves = self.cost_model.fill(genotype, probs, self.device_budget)
+        fit = None
+        if self.args.constrained and enforce and self.args.latency_fit:
+            fit = self._latency_fit(raw, probs)
+            genotype = fit.genotype
         config = final_network_config(self.args.search_space, genotype=genotype, **self.args.final_config_kwargs())
-        self._derived = (raw, genotype, moves, fill_moves)
+        self._derived = (raw, genotype, moves, fill_moves, fit)
         return config.parsed_genotype, config
+
+    @staticmethod
+    def _check_fit_device(table: LatencyTable, path: str) -> None:
+        """latency_fit measures on this machine: refuse a table made elsewhere (its budget means another device)."""
+        current = device_fingerprint(table.fingerprint.get("threads", 1))
+        differ = fingerprint_mismatch(table.fingerprint, current)
+        if differ:
+            raise ValueError(
+                f"latency_fit measures candidates on this machine, but the latency table {path} was measured on "
+                f"another device or stack (differs in {', '.join(differ)}). Run the search (or derive) on the "
+                "device the table describes, measure a table here with `hf-compress nas lut`, or turn latency_fit off."
+            )
+
+    def _latency_fit(self, raw, probs):
+        """Measure candidates until one lands in the tolerance window (cached per raw genotype and alpha)."""
+        key = (str(raw), self.device_budget, tuple(p.detach().cpu().numpy().tobytes() for p in probs.values()))
+        cached = getattr(self, "_fit_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        args = self.args
+        threads = self.latency_table.fingerprint.get("threads", 1)
+        kwargs = args.final_config_kwargs()
+
+        def measure(genotype) -> float:
+            config = final_network_config(args.search_space, genotype=genotype, **kwargs)
+            return measure_network_latency(config, args.latency_backend, repeats=args.latency_fit_repeats,
+                                           warmup=20, threads=threads, rounds=3)
+
+        fit = fit_measured_latency(self.cost_model, raw, probs, self.device_budget, measure,
+                                   tolerance=args.latency_tolerance, max_rounds=args.latency_fit_rounds,
+                                   fill=args.fill_budget)
+        self._fit_cache = (key, fit)
+        return fit
 
     def search_result(self, enforce_budget: bool | None = None) -> SearchResult:
         genotype, config = self.derive(enforce_budget)
-        raw, _, moves, fill_moves = self._derived
+        raw, _, moves, fill_moves, fit = self._derived
         supernet = self.supernet
         cm = self.cost_model
         derived = cm.derived(genotype)
@@ -385,6 +434,9 @@ class DCANASTrainer(Trainer):
         extra = {}
         if self.lug is not None:
             extra["lug"] = self.args.lug
+        if fit is not None:
+            extra["latency_fit"] = fit.to_dict()
+            extra["measured_latency_ms"] = fit.measured_ms
         if self.latency_table is not None:
             extra["latency_table"] = self.args.latency_table
             extra["latency_fingerprint"] = self.latency_table.fingerprint
@@ -399,7 +451,8 @@ class DCANASTrainer(Trainer):
             derived_cost=derived,
             raw_derived_cost=raw_cost,
             expected_cost=float(cm.expected(supernet.probabilities())),
-            budget_met=(derived <= self.device_budget) if constrained else None,
+            # with latency_fit the device's measurement decides, not the table's estimate
+            budget_met=((fit.measured_ms if fit is not None else derived) <= self.device_budget) if constrained else None,
             raw_budget_met=(raw_cost <= self.device_budget) if constrained else None,
             repaired=bool(moves),
             repair_moves=moves,

@@ -108,6 +108,11 @@ def _summary_lines(result) -> list[str]:
             + (f", repaired from {result.raw_genotype} at {result.raw_derived_cost:.6g}" if result.repaired else "")
             + ")"
         )
+    fit = result.extra.get("latency_fit")
+    if fit:
+        lines.append(f"  measured {fit['measured_ms']:.3f} ms on this device (table estimate {fit['estimated_ms']:.3f} ms; "
+                     f"{sum('measured_ms' in t for t in fit['trials'])} candidates measured, in window: "
+                     f"{fit['within_tolerance']})")
     lines.append(f"  params {result.params:,}   MACs {result.macs:,}   lambda {result.lambda_}   alpha entropy "
                  f"{result.alpha_entropy:.3f}")
     lines.append(f"  search {result.wall_time_s:.1f} s, {result.steps} steps, peak RSS {result.peak_rss_mb:.0f} MiB")
@@ -131,6 +136,25 @@ def cmd_search(argv: list[str]) -> int:
     return 0
 
 
+def _record_fit(result, fit, budget_ms: float | None) -> None:
+    """Make the saved results describe the fitted network: its genotype, exact costs and the measurement."""
+    from .constraint import final_network_config
+    from .cost import network_cost
+
+    result.genotype = str(fit.genotype)
+    cost = network_cost(final_network_config(result.search_space, genotype=result.genotype,
+                                             **{k: v for k, v in result.final_network.items()}))
+    result.params, result.macs = int(cost.params), int(cost.macs)
+    result.extra["latency_fit"] = {**fit.to_dict(), "budget_ms": budget_ms or result.device_budget}
+    result.extra["measured_latency_ms"] = fit.measured_ms
+    if result.metric == "latency":
+        result.derived_cost = fit.estimated_ms
+        result.budget_met = fit.measured_ms <= (budget_ms or result.device_budget)
+    elif result.metric in ("params", "macs"):
+        result.derived_cost = float(getattr(cost, result.metric))
+        result.budget_met = result.derived_cost <= result.device_budget if result.device_budget else None
+
+
 def cmd_derive(argv: list[str]) -> int:
     from .search import SearchResult, derive
 
@@ -144,9 +168,40 @@ def cmd_derive(argv: list[str]) -> int:
     parser.add_argument("--num_layers", type=int, default=None, help="DARTS network size")
     parser.add_argument("--num_classes", type=int, default=None)
     parser.add_argument("--image_size", type=int, default=None)
+    parser.add_argument("--latency_fit", action="store_true",
+                        help="run on the target device: measure candidates from the saved alpha against a latency "
+                             "budget and keep the first within --latency_tolerance under it")
+    parser.add_argument("--latency_table", default=None,
+                        help="latency table measured on this device (default: the search's own)")
+    parser.add_argument("--budget_ms", type=float, default=None,
+                        help="latency budget in ms (default: the search's, when it was a latency search)")
+    parser.add_argument("--latency_tolerance", type=float, default=0.1)
+    parser.add_argument("--latency_fit_rounds", type=int, default=6)
+    parser.add_argument("--latency_fit_repeats", type=int, default=100)
     ns = parser.parse_args(argv)
     result = SearchResult.load(ns.results)
     genotype = ns.genotype or (result.raw_genotype if ns.raw else None)
+    if ns.latency_fit:
+        from .latency_fit import fit_search_result
+
+        table = ns.latency_table or result.extra.get("latency_table")
+        if table is None:
+            print("error: --latency_fit needs --latency_table (measured here with `hf-compress nas lut`).",
+                  file=sys.stderr)
+            return 2
+        if any(v is not None for v in (ns.genotype, ns.init_channels, ns.cells_per_stage, ns.num_layers,
+                                        ns.num_classes, ns.image_size)) or ns.raw:
+            print("error: --latency_fit derives for the searched network; it cannot be combined with --genotype, "
+                  "--raw or resizing options.", file=sys.stderr)
+            return 2
+        fit = fit_search_result(result, table, ns.budget_ms, tolerance=ns.latency_tolerance,
+                                max_rounds=ns.latency_fit_rounds, repeats=ns.latency_fit_repeats)
+        genotype = str(fit.genotype)
+        _record_fit(result, fit, ns.budget_ms)
+        budget = ns.budget_ms if ns.budget_ms is not None else result.device_budget
+        print(f"latency fit: measured {fit.measured_ms:.3f} ms for a {budget:.3f} ms budget "
+              f"(table estimate {fit.estimated_ms:.3f} ms, "
+              f"{sum('measured_ms' in t for t in fit.trials)} candidates measured, in window: {fit.within_tolerance})")
     genotype, config = derive(
         result, ns.output_dir, genotype, init_channels=ns.init_channels, cells_per_stage=ns.cells_per_stage,
         num_layers=ns.num_layers, num_classes=ns.num_classes, image_size=ns.image_size,

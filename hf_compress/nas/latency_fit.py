@@ -1,0 +1,165 @@
+"""Close the loop between the latency table and the device: measure derived networks, correct the budget.
+
+A per-op table sums op latencies, but a whole network runs faster or slower than the sum (fused kernels,
+cache effects, per-call overhead), by a factor that depends on the network. ``repair`` / ``fill`` against
+the table alone therefore land a few to twenty per cent away from a latency budget. When the derive step
+runs on the target device, it can measure the candidate it is about to return: if the measured latency is
+outside ``[(1 - tolerance) * budget, budget]`` the table budget is rescaled by the measured / estimated ratio
+of that candidate (aiming at the middle of the window) and the genotype is derived again from the same
+alpha. The candidate for a table budget ``t`` is always ``fill(repair(raw, t), t)``, so each round is a
+deterministic function of ``t`` and only the measurement is new.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyFit:
+    """The genotype chosen against measured latency and every candidate tried on the way."""
+
+    genotype: object
+    measured_ms: float
+    estimated_ms: float
+    within_tolerance: bool
+    trials: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"genotype": str(self.genotype), "measured_ms": self.measured_ms, "estimated_ms": self.estimated_ms,
+                "within_tolerance": self.within_tolerance, "trials": self.trials}
+
+
+def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget: float, fill: bool = True):
+    """The genotype derive() returns for ``table_budget``: repaired down to it if over, then filled up to it."""
+    genotype = raw
+    if cost_model.derived(genotype) > table_budget:
+        genotype, _ = cost_model.repair(genotype, probs, table_budget)
+    if fill and cost_model.derived(genotype) <= table_budget:
+        genotype, _ = cost_model.fill(genotype, probs, table_budget)
+    return genotype
+
+
+def fit_measured_latency(
+    cost_model,
+    raw,
+    probs: dict[str, torch.Tensor],
+    budget_ms: float,
+    measure: Callable[[object], float],
+    tolerance: float = 0.1,
+    max_rounds: int = 6,
+    fill: bool = True,
+) -> LatencyFit:
+    """Derive, measure, rescale the table budget, repeat, until a candidate's measured latency lies in
+    ``[(1 - tolerance) * budget_ms, budget_ms]`` or ``max_rounds`` candidates were measured.
+
+    ``measure(genotype) -> ms`` runs the whole network on the device. Returns the first candidate inside the
+    window; otherwise the slowest one measured under the budget; otherwise (every candidate over it) the
+    fastest one, with a warning.
+    """
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}.")
+    if max_rounds < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}.")
+    low, aim = (1.0 - tolerance) * budget_ms, (1.0 - tolerance / 2.0) * budget_ms
+    lo_cost, hi_cost = cost_model.feasible_range()
+    measured: dict[str, float] = {}
+    trials: list[dict] = []
+    table_budget = float(budget_ms)
+    for round_ in range(max_rounds):
+        genotype = candidate_for(cost_model, raw, probs, table_budget, fill)
+        key = str(genotype)
+        estimate = float(cost_model.derived(genotype))
+        if key in measured:  # the rescaled budget gave a candidate already measured: nudge past it
+            ms = measured[key]
+            step = 0.97 if ms > budget_ms else 1.03
+            table_budget = min(max(estimate * step, lo_cost), hi_cost)
+            trials.append({"round": round_, "table_budget_ms": table_budget, "genotype": key, "repeat": True})
+            continue
+        ms = float(measure(genotype))
+        measured[key] = ms
+        trials.append({"round": round_, "table_budget_ms": table_budget, "genotype": key, "estimated_ms": estimate,
+                       "measured_ms": ms, "measured_over_budget": ms / budget_ms})
+        logger.info("latency fit round %d: table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
+                    round_, table_budget, estimate, ms, budget_ms)
+        if low <= ms <= budget_ms:
+            return LatencyFit(genotype, ms, estimate, True, trials)
+        table_budget = min(max(aim * estimate / ms, lo_cost), hi_cost)
+    rows = [t for t in trials if "measured_ms" in t]
+    under = [t for t in rows if t["measured_ms"] <= budget_ms]
+    best = max(under, key=lambda t: t["measured_ms"]) if under else min(rows, key=lambda t: t["measured_ms"])
+    if not under:
+        logger.warning("No candidate measured under the latency budget %.3f ms (fastest %.3f ms): the budget is "
+                       "below what this device runs the space's networks in; returning the fastest.",
+                       budget_ms, best["measured_ms"])
+    from .spaces import parse_genotype
+
+    return LatencyFit(parse_genotype(best["genotype"], cost_model.space), best["measured_ms"], best["estimated_ms"],
+                      False, trials)
+
+
+def fit_search_result(
+    result,
+    latency_table,
+    budget_ms: float | None = None,
+    backend: str = "onnxruntime",
+    tolerance: float = 0.1,
+    max_rounds: int = 6,
+    repeats: int = 100,
+    fill: bool = True,
+) -> LatencyFit:
+    """Fit a finished search (``SearchResult``, e.g. loaded from ``search_results.json``) to a latency budget
+    on *this* device: its saved alpha ranks the moves, ``latency_table`` (a path or ``LatencyTable`` measured
+    here) gives the estimates, whole networks are measured with ``backend``. The workflow for searching on one
+    machine and deploying on another: copy the results to the device and derive there.
+    ``budget_ms`` defaults to the search's own budget when it was a latency one."""
+    from .constraint import CostModel, final_network_config
+    from .latency import LatencyTable, device_fingerprint, fingerprint_mismatch, measure_network_latency
+
+    table = latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.load(latency_table)
+    current = device_fingerprint(table.fingerprint.get("threads", 1))
+    differ = fingerprint_mismatch(table.fingerprint, current)
+    if differ:
+        raise ValueError(
+            f"The latency table was measured on another device or stack (differs in {', '.join(differ)}); a latency "
+            "fit measures on this machine. Measure a table here with `hf-compress nas lut` first."
+        )
+    if budget_ms is None:
+        if result.metric != "latency" or result.device_budget is None:
+            raise ValueError(
+                f"This search had a {result.metric or 'no'} budget, not a latency one: give the latency budget in ms "
+                "(--budget_ms)."
+            )
+        budget_ms = float(result.device_budget)
+    if not result.alphas:
+        raise ValueError("The search results hold no alphas (written by an older version?): search again to fit.")
+    network = {k: v for k, v in result.final_network.items()}
+    network.pop("num_classes", None)
+    num_labels = result.final_network.get("num_classes")
+    config = final_network_config(result.search_space, num_classes=num_labels, **network)
+    exclude_none = bool(result.supernet.get("exclude_none", True))
+    cost_model = CostModel(config, "latency", table, backend, exclude_none=exclude_none)
+    lo, hi = cost_model.feasible_range()
+    if budget_ms < lo * (1.0 - tolerance):
+        raise ValueError(
+            f"Latency budget {budget_ms:.3f} ms is below the fastest network of the space by the table "
+            f"({lo:.3f} ms); feasible range {lo:.3f} - {hi:.3f} ms."
+        )
+    probs = {kind: torch.softmax(torch.tensor(values, dtype=torch.float32), dim=-1)
+             for kind, values in result.alphas.items()}
+    from .spaces import parse_genotype
+
+    raw = parse_genotype(result.raw_genotype, cost_model.space)
+    threads = table.fingerprint.get("threads", 1)
+
+    def measure(genotype) -> float:
+        candidate = final_network_config(result.search_space, genotype=genotype, num_classes=num_labels, **network)
+        return measure_network_latency(candidate, backend, repeats=repeats, warmup=20, threads=threads, rounds=3)
+
+    return fit_measured_latency(cost_model, raw, probs, budget_ms, measure, tolerance, max_rounds, fill)
