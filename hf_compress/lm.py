@@ -373,27 +373,47 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def generation_throughput(
-    model, tokenizer, prompts: str | Iterable[str], max_new_tokens: int = 64, repeats: int = 1
+    model, tokenizer, prompts: str | Iterable[str], max_new_tokens: int = 64, repeats: int = 1, batch_size: int = 1
 ) -> dict:
-    """Tokens per second of greedy ``generate()`` (KV cache on), one prompt at a time (batch size 1).
+    """Tokens per second of greedy ``generate()`` (KV cache on).
 
-    Every prompt generates exactly ``max_new_tokens`` (EOS is held back with ``min_new_tokens``), so models compared
-    on the same prompts do the same amount of decoding work whatever they answer. One short untimed warm-up run
-    comes first (kernel selection, allocator). Returns ``{"tokens", "seconds", "tokens_per_second"}``.
+    ``batch_size`` 1 runs one prompt at a time (latency-bound: per-token overhead counts fully); a larger
+    ``batch_size`` generates for that many prompts at once (left-padded; prompts are repeated to fill the batch),
+    the throughput a server batching requests sees. Every sequence generates exactly ``max_new_tokens`` (EOS is
+    held back with ``min_new_tokens``), so models compared on the same prompts do the same decoding work whatever
+    they answer. One short untimed warm-up run comes first (kernel selection, allocator). Returns
+    ``{"tokens", "seconds", "tokens_per_second", "batch_size"}``.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("generation_throughput needs at least one prompt.")
-    if max_new_tokens < 1 or repeats < 1:
-        raise ValueError(f"max_new_tokens and repeats must be >= 1, got {max_new_tokens} and {repeats}.")
+    if max_new_tokens < 1 or repeats < 1 or batch_size < 1:
+        raise ValueError(
+            f"max_new_tokens, repeats and batch_size must be >= 1, got {max_new_tokens}, {repeats} and {batch_size}."
+        )
     model.eval()
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if batch_size == 1:
+        groups = [[prompt] for prompt in prompts]
+    else:  # as many full batches as it takes to use every prompt once
+        count = -(-len(prompts) // batch_size) * batch_size
+        cycled = [prompts[i % len(prompts)] for i in range(count)]
+        groups = [cycled[i:i + batch_size] for i in range(0, count, batch_size)]
     encoded = []
-    for prompt in prompts:
-        enc = tokenizer(prompt, return_tensors="pt")
-        encoded.append({k: enc[k].to(device) for k in ("input_ids", "attention_mask") if k in enc})
+    padding_side, pad_token = getattr(tokenizer, "padding_side", "right"), tokenizer.pad_token
+    try:  # the caller's tokenizer is left as it was
+        tokenizer.padding_side = "left"  # decoder-only generation continues from the last real token
+        if batch_size > 1 and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        for group in groups:
+            enc = tokenizer(group, return_tensors="pt", padding=len(group) > 1)
+            encoded.append({k: enc[k].to(device) for k in ("input_ids", "attention_mask") if k in enc})
+    finally:
+        tokenizer.padding_side = padding_side
+        if tokenizer.pad_token != pad_token:
+            tokenizer.pad_token = pad_token
 
     def run(inputs, n):
         return model.generate(
@@ -407,7 +427,7 @@ def generation_throughput(
     for _ in range(repeats):
         for inputs in encoded:
             out = run(inputs, max_new_tokens)
-            tokens += out.shape[1] - inputs["input_ids"].shape[1]
+            tokens += (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0]
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds, "batch_size": batch_size}

@@ -177,6 +177,13 @@ def test_generation_throughput_counts_every_generated_token():
     assert result["tokens"] == 2 * 2 * 5  # EOS held back: the same work for every model compared
     assert result["seconds"] > 0
     assert result["tokens_per_second"] == pytest.approx(result["tokens"] / result["seconds"])
+    # batched: the 2 prompts are cycled to fill one batch of 3 (left-padded); the tokenizer is left as it was
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
+    batched = generation_throughput(model, tokenizer, ["w1 w2 w3", "w4 w5"], max_new_tokens=4, batch_size=3)
+    assert batched["tokens"] == 3 * 4 and batched["batch_size"] == 3
+    assert (tokenizer.padding_side, tokenizer.pad_token) == (side, pad)
+    with pytest.raises(ValueError, match="batch_size"):
+        generation_throughput(model, tokenizer, ["w1"], batch_size=0)
 
 
 # ------------------------------------------------------------------------------------------- WikiText-2
