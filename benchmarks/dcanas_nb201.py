@@ -59,6 +59,9 @@ VARIANTS = {
     "dcanas_target": {"budget_mode": "target", "lambda_signal": "derived", "lug": False},
     # the paper's form, then the derived cell is moved to costlier ops while it fits (fill_budget)
     "dcanas_fill": {"budget_mode": "upper", "lambda_signal": "expected", "lug": True, "fill": True},
+    # dcanas_fill with each edge's op chosen by the held-out accuracy lost without it (derivation=perturbation)
+    "dcanas_fill_pt": {"budget_mode": "upper", "lambda_signal": "expected", "lug": True, "fill": True,
+                       "derivation": "perturbation"},
 }
 RESULT_PREFIX = "RESULT_JSON: "
 
@@ -362,6 +365,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibrate", type=int, default=0,
                         help="latency: fit measured ~ a * estimate + b on N whole networks first (0: raw table)")
+    parser.add_argument("--perturbation_images", type=int, default=1024,
+                        help="dcanas_fill_pt: held-out images scored per op")
     parser.add_argument("--latency_fit", action="store_true",
                         help="latency: derive with latency_fit (measure candidates here, rescale the table budget)")
     parser.add_argument("--smoke", action="store_true", help="tiny run: a few steps, one seed, one ratio")
@@ -429,6 +434,7 @@ def main() -> None:
                   arch_learning_rate=args.arch_lr, arch_warmup_ratio=args.arch_warmup,
                   lambda_learning_rate=args.lambda_lr, lambda_signal=settings["lambda_signal"],
                   budget_mode=settings["budget_mode"], fill_budget=settings.get("fill", False),
+                  derivation=settings.get("derivation", "alpha"), perturbation_images=args.perturbation_images,
                   channel_bottleneck=args.bottleneck, weight_sharing=True,
                   derived_cells=True, logging_steps=max(1, steps // 8))
         kw.update(overrides)

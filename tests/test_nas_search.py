@@ -539,6 +539,53 @@ def test_trainer_latency_fit_measures_the_derived_network(tmp_path, digits):
                                          latency_fit=True, **final), train_dataset=digits)
 
 
+def test_perturbation_scores_leave_the_supernet_as_it_was(digits):
+    from hf_compress.nas.perturbation import held_out_batches, perturbation_scores, scores_to_probabilities
+
+    supernet = tiny_supernet("nb201", channel_bottleneck=2)
+    supernet.train()
+    with torch.no_grad():  # some BatchNorm statistics and a non-uniform alpha
+        for i in range(3):
+            supernet(torch.stack([digits[j]["pixel_values"] for j in range(i * 32, (i + 1) * 32)]))
+        supernet.alphas["normal"].normal_(0, 0.5)
+    alphas = supernet.alphas["normal"].detach().clone()
+    buffers = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k}
+    batches = held_out_batches(digits, 96, batch_size=48)
+    assert [len(b[1]) for b in batches] == [48, 48]
+    scores, trace = perturbation_scores(supernet, batches, seed=0)
+    space = get_space("nb201")
+    none = space.op_index("none")
+    assert torch.equal(supernet.alphas["normal"], alphas) and supernet.training
+    assert all(torch.equal(v, supernet.state_dict()[k]) for k, v in buffers.items())
+    s = scores["normal"]
+    assert torch.isinf(s[:, none]).all() and torch.isfinite(torch.cat([s[:, :none], s[:, none + 1:]], 1)).all()
+    assert trace["evaluations"] == 6 * 4 and sorted(trace["order"]["normal"]) == list(range(6))
+    assert all(-1.0 <= float(x) <= 1.0 for x in s[torch.isfinite(s)])
+    probs = scores_to_probabilities(scores, 0.01)["normal"]
+    assert torch.allclose(probs.sum(-1), torch.ones(6)) and (probs[:, none] == 0).all()
+    assert genotype_from_probs("nb201", {"normal": probs}).ops == tuple(
+        space.ops[int(i)] for i in s.argmax(-1))
+
+
+def test_trainer_perturbation_derivation(tmp_path, digits):
+    args = tiny_args(tmp_path, max_steps=2, derivation="perturbation", perturbation_images=64, fill_budget=True,
+                     budget_ratio=0.5)
+    trainer = DCANASTrainer(args=args, train_dataset=digits)
+    trainer.train()
+    alphas = trainer.supernet.alphas["normal"].detach().clone()
+    result = trainer.search_result()
+    info = result.extra["derivation"]
+    assert info["method"] == "perturbation" and info["evaluations"] == 24 and info["seconds"] > 0
+    assert torch.equal(trainer.supernet.alphas["normal"], alphas) and info["alpha_genotype"] == str(
+        trainer.supernet.genotype())
+    scores = torch.tensor([[float("-inf") if x is None else x for x in row] for row in info["scores"]["normal"]])
+    assert result.raw_genotype == str(NB201Genotype.from_ops([get_space("nb201").ops[int(i)]
+                                                             for i in scores.argmax(-1)]))
+    assert result.budget_met and result.wall_time_s >= info["seconds"]
+    with pytest.raises(ValueError, match="derivation"):
+        tiny_args(tmp_path, derivation="magic")
+
+
 def test_look_up_graph_is_monotone_and_round_trips(tmp_path):
     points = [  # derived cost is noisy and not monotone in the search budget
         {"search_budget": 1.0e5, "derived_cost": 0.9e5}, {"search_budget": 2.0e5, "derived_cost": 3.1e5},

@@ -75,6 +75,18 @@ class DCANASTrainingArguments(TrainingArguments):
                   "device budget (least alpha mass lost per unit of cost added): for budgets that are targets, e.g. "
                   "a latency to come close to (reported as fill_moves)."},
     )
+    derivation: str = field(
+        default="alpha",
+        metadata={"help": "How derive() picks each edge's op: alpha (argmax, DCA-NAS) or perturbation (held-out "
+                  "accuracy lost without each op, edge by edge; hf_compress.nas.perturbation). Budget repair / fill "
+                  "rank their moves by the same scores.", "choices": ["alpha", "perturbation"]},
+    )
+    perturbation_images: int = field(
+        default=1024, metadata={"help": "derivation=perturbation: held-out (alpha split) images scored per op."}
+    )
+    perturbation_temperature: float = field(
+        default=0.01, metadata={"help": "derivation=perturbation: pseudo-probabilities softmax(score / T)."}
+    )
     latency_fit: bool = field(
         default=False,
         metadata={"help": "derive() with a latency budget, run on the device the table was measured on: measure the "
@@ -169,6 +181,10 @@ class DCANASTrainingArguments(TrainingArguments):
                 "budget_type='latency' needs latency_table=<json> measured on the target device "
                 "(hf-compress nas lut --output latency.json)."
             )
+        if self.derivation not in ("alpha", "perturbation"):
+            raise ValueError(f"derivation must be 'alpha' or 'perturbation', got {self.derivation!r}.")
+        if self.perturbation_images < 1 or self.perturbation_temperature <= 0:
+            raise ValueError("perturbation_images must be >= 1 and perturbation_temperature > 0.")
         if self.latency_fit and self.budget_type != "latency":
             raise ValueError(
                 "latency_fit measures derived networks against a latency budget; set budget_type='latency' (with "

@@ -45,9 +45,10 @@ from hf_compress.nas.latency import (
     network_signature,
 )
 from hf_compress.nas.latency_fit import fit_measured_latency
+from hf_compress.nas.perturbation import held_out_batches, perturbation_scores, scores_to_probabilities
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.search import RESULTS_FILE, SearchResult, peak_rss_mb
-from hf_compress.nas.supernet import DCANASSupernet
+from hf_compress.nas.supernet import DCANASSupernet, genotype_from_probs
 
 from .dcanas_config import DCANASTrainingArguments
 
@@ -125,6 +126,7 @@ class DCANASTrainer(Trainer):
         self._extra_logs: dict[str, list[float]] = defaultdict(list)
         self.history: list[dict] = []
         self.search_seconds: float | None = None
+        self.derivation_seconds = 0.0  # perturbation scoring, counted in the search's wall time
         self._derived = None
         if args.constrained:
             lo, hi = self.feasible_range
@@ -367,8 +369,12 @@ class DCANASTrainer(Trainer):
         ``latency_tolerance`` under the budget (``hf_compress.nas.latency_fit``)."""
         enforce = self.args.enforce_budget if enforce_budget is None else enforce_budget
         supernet = self.supernet
-        raw = supernet.genotype()
-        probs = supernet.probabilities()
+        if self.args.derivation == "perturbation":
+            probs = self._perturbation_probabilities()
+            raw = genotype_from_probs(supernet.space, probs, supernet.settings.exclude_none)
+        else:
+            raw = supernet.genotype()
+            probs = supernet.probabilities()
         genotype, moves = raw, []
         if self.args.constrained and enforce and self.cost_model.derived(raw) > self.device_budget:
             genotype, moves = self.cost_model.repair(raw, probs, self.device_budget)
@@ -382,6 +388,24 @@ class DCANASTrainer(Trainer):
         config = final_network_config(self.args.search_space, genotype=genotype, **self.args.final_config_kwargs())
         self._derived = (raw, genotype, moves, fill_moves, fit)
         return config.parsed_genotype, config
+
+    def _perturbation_probabilities(self) -> dict[str, torch.Tensor]:
+        """Pseudo-probabilities from perturbation scores of the current supernet (computed once per alpha)."""
+        supernet = self.supernet
+        key = tuple(p.detach().cpu().numpy().tobytes() for p in supernet.alphas.values())
+        cached = getattr(self, "_perturbation_cache", None)
+        if cached is None or cached[0] != key:
+            batches = held_out_batches(self.val_dataset, self.args.perturbation_images,
+                                       self.args.per_device_eval_batch_size * 4)
+            scores, trace = perturbation_scores(supernet, batches, seed=self.args.seed,
+                                                exclude_none=supernet.settings.exclude_none)
+            self.derivation_seconds = trace["seconds"]
+            logger.info("perturbation scores: %d evaluations on %d images in %.1f s; supernet accuracy %.3f -> %.3f "
+                        "with every edge fixed", trace["evaluations"], self.args.perturbation_images,
+                        trace["seconds"], trace["base_accuracy"][0], trace["final_accuracy"])
+            cached = (key, scores, trace)
+            self._perturbation_cache = cached
+        return scores_to_probabilities(cached[1], self.args.perturbation_temperature)
 
     @staticmethod
     def _check_fit_device(table: LatencyTable, path: str) -> None:
@@ -434,6 +458,16 @@ class DCANASTrainer(Trainer):
         extra = {}
         if self.lug is not None:
             extra["lug"] = self.args.lug
+        if self.args.derivation == "perturbation":
+            _, scores, trace = self._perturbation_cache
+            extra["derivation"] = {
+                "method": "perturbation", "alpha_genotype": str(supernet.genotype()), "seconds": trace["seconds"],
+                "evaluations": trace["evaluations"], "images": self.args.perturbation_images,
+                "order": trace["order"], "base_accuracy": trace["base_accuracy"],
+                "final_accuracy": trace["final_accuracy"],
+                "scores": {k: [[None if not np.isfinite(x) else float(x) for x in row] for row in v.tolist()]
+                           for k, v in scores.items()},
+            }
         if fit is not None:
             extra["latency_fit"] = fit.to_dict()
             extra["measured_latency_ms"] = fit.measured_ms
@@ -466,7 +500,7 @@ class DCANASTrainer(Trainer):
             supernet=supernet.settings.to_dict(),
             feasible_range=list(self.feasible_range),
             steps=int(self.state.global_step),
-            wall_time_s=float(self.search_seconds or 0.0),
+            wall_time_s=float(self.search_seconds or 0.0) + float(self.derivation_seconds),
             peak_rss_mb=peak_rss_mb(),
             history=list(self.history),
             extra=extra,
