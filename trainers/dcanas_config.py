@@ -91,7 +91,8 @@ class DCANASTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "derive() with a latency budget, run on the device the table was measured on: measure the "
                   "derived network with latency_backend and, while it is outside [(1 - latency_tolerance) x budget, "
-                  "budget], rescale the table budget by measured / estimated and derive again (repair + fill)."},
+                  "budget] (narrowed by latency_tolerance / 5 on each side for measurement noise), rescale the table "
+                  "budget by measured / estimated and derive again (repair + fill)."},
     )
     latency_tolerance: float = field(
         default=0.1, metadata={"help": "latency_fit: how far under the budget a measured latency may be (fraction)."}
