@@ -489,7 +489,7 @@ def test_latency_fit_corrects_a_table_that_misjudges_the_device(scale, offset):
     if 0.92 * budget <= fit.measured_ms <= 0.98 * budget:
         assert fit.measured_ms == measured[-1]
     else:
-        assert len(fit.trials) == 6 and fit.measured_ms == min(
+        assert fit.measured_ms == min(
             (m for m in measured if m <= budget), key=lambda m: abs(m - 0.95 * budget))
     assert fit.measured_ms == pytest.approx(device(fit.genotype))
     assert len(fit.trials) >= 2 and len(set(calls[:-1])) == len(calls[:-1])  # each candidate measured once

@@ -80,25 +80,36 @@ def fit_measured_latency(
     measured: dict[str, float] = {}
     trials: list[dict] = []
     table_budget = float(budget_ms)
-    for round_ in range(max_rounds):
+    # table budgets known to give a candidate measured under / over the inner window: later proposals stay
+    # strictly between them (bisection), so a rescale that jumps back to a known candidate cannot loop
+    below, above = lo_cost, hi_cost
+    for step in range(4 * max_rounds):
+        if len(measured) >= max_rounds:
+            break
         genotype = candidate_for(cost_model, raw, probs, table_budget, fill)
         key = str(genotype)
         estimate = float(cost_model.derived(genotype))
-        if key in measured:  # the rescaled budget gave a candidate already measured: nudge past it
+        repeat = key in measured
+        if repeat:
             ms = measured[key]
-            step = 0.97 if ms > budget_ms else 1.03
-            table_budget = min(max(estimate * step, lo_cost), hi_cost)
-            trials.append({"round": round_, "table_budget_ms": table_budget, "genotype": key, "repeat": True})
-            continue
-        ms = float(measure(genotype))
-        measured[key] = ms
-        trials.append({"round": round_, "table_budget_ms": table_budget, "genotype": key, "estimated_ms": estimate,
-                       "measured_ms": ms, "measured_over_budget": ms / budget_ms})
-        logger.info("latency fit round %d: table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
-                    round_, table_budget, estimate, ms, budget_ms)
-        if inner_low <= ms <= inner_high:
-            return LatencyFit(genotype, ms, estimate, True, trials)
-        table_budget = min(max(aim * estimate / ms, lo_cost), hi_cost)
+            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "repeat": True})
+        else:
+            ms = float(measure(genotype))
+            measured[key] = ms
+            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key,
+                           "estimated_ms": estimate, "measured_ms": ms, "measured_over_budget": ms / budget_ms})
+            logger.info("latency fit %d: table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
+                        step, table_budget, estimate, ms, budget_ms)
+            if inner_low <= ms <= inner_high:
+                return LatencyFit(genotype, ms, estimate, True, trials)
+        if ms < inner_low:
+            below = max(below, table_budget)
+        else:
+            above = min(above, table_budget)
+        if above - below <= 1e-9 * max(1.0, abs(above)):
+            break  # no table budget left between a too-fast and a too-slow candidate
+        proposal = aim * estimate / ms
+        table_budget = proposal if below < proposal < above and not repeat else 0.5 * (below + above)
     rows = [t for t in trials if "measured_ms" in t]
     under = [t for t in rows if t["measured_ms"] <= budget_ms]
     best = (min(under, key=lambda t: abs(t["measured_ms"] - aim)) if under
