@@ -83,10 +83,18 @@ def fit_measured_latency(
     # table budgets known to give a candidate measured under / over the inner window: later proposals stay
     # strictly between them (bisection), so a rescale that jumps back to a known candidate cannot loop
     below, above = lo_cost, hi_cost
+    slow_genotype = fast_genotype = None  # the measured candidates that set `above` / `below`
     for step in range(4 * max_rounds):
         if len(measured) >= max_rounds:
             break
-        genotype = candidate_for(cost_model, raw, probs, table_budget, fill)
+        # the derivation's own candidate first; when it was measured already, the cells between the closest
+        # too-fast and too-slow candidates: the fast one filled up to the table budget, the slow one repaired down
+        options = [candidate_for(cost_model, raw, probs, table_budget, fill)]
+        if fast_genotype is not None:
+            options.append(cost_model.fill(fast_genotype, probs, table_budget)[0])
+        if slow_genotype is not None:
+            options.append(cost_model.repair(slow_genotype, probs, table_budget)[0])
+        genotype = next((g for g in options if str(g) not in measured), options[0])
         key = str(genotype)
         estimate = float(cost_model.derived(genotype))
         repeat = key in measured
@@ -103,10 +111,11 @@ def fit_measured_latency(
             if inner_low <= ms <= inner_high:
                 return LatencyFit(genotype, ms, estimate, True, trials)
         if ms < inner_low:
-            below = max(below, table_budget)
-        else:
-            above = min(above, table_budget)
-        if above - below <= 1e-9 * max(1.0, abs(above)):
+            if table_budget >= below:
+                below, fast_genotype = table_budget, genotype
+        elif table_budget <= above:
+            above, slow_genotype = table_budget, genotype
+        if above - below <= 1e-3 * budget_ms:
             break  # no table budget left between a too-fast and a too-slow candidate
         proposal = aim * estimate / ms
         table_budget = proposal if below < proposal < above and not repeat else 0.5 * (below + above)
