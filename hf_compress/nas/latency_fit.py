@@ -118,7 +118,12 @@ def fit_measured_latency(
         if above - below <= 1e-3 * budget_ms:
             break  # no table budget left between a too-fast and a too-slow candidate
         proposal = aim * estimate / ms
-        table_budget = proposal if below < proposal < above and not repeat else 0.5 * (below + above)
+        if below < proposal < above and not repeat:
+            table_budget = proposal
+        elif fast_genotype is not None and slow_genotype is not None:
+            table_budget = 0.5 * (below + above)
+        else:  # one side of the bracket is still the space's bound: step past the repeated candidate instead
+            table_budget = min(max(table_budget * (1.03 if ms < inner_low else 0.97), lo_cost), hi_cost)
     rows = [t for t in trials if "measured_ms" in t]
     under = [t for t in rows if t["measured_ms"] <= budget_ms]
     best = (min(under, key=lambda t: abs(t["measured_ms"] - aim)) if under
