@@ -37,14 +37,8 @@ from torch.utils.data import DataLoader, Subset
 from transformers import Trainer
 
 from hf_compress.nas.constraint import BudgetConstraint, CostModel, LookUpGraph, final_network_config
-from hf_compress.nas.latency import (
-    LatencyTable,
-    device_fingerprint,
-    fingerprint_mismatch,
-    measure_network_latency,
-    network_signature,
-)
-from hf_compress.nas.latency_fit import fit_measured_latency
+from hf_compress.nas.latency import LatencyTable, network_signature
+from hf_compress.nas.latency_fit import fit_measured_latency, network_measurer, require_this_device
 from hf_compress.nas.perturbation import held_out_batches, perturbation_scores, scores_to_probabilities
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.search import RESULTS_FILE, SearchResult, peak_rss_mb
@@ -98,7 +92,7 @@ class DCANASTrainer(Trainer):
         self.final_config = final_network_config(args.search_space, **args.final_config_kwargs())
         self.latency_table = LatencyTable.load(args.latency_table) if args.latency_table else None
         if args.latency_fit and args.constrained:
-            self._check_fit_device(self.latency_table, args.latency_table)
+            require_this_device(self.latency_table, f"The latency table {args.latency_table}")
         metric = args.metric
         self.cost_model = CostModel(self.final_config, metric, self.latency_table, args.latency_backend,
                                     exclude_none=model.settings.exclude_none)
@@ -407,18 +401,6 @@ class DCANASTrainer(Trainer):
             self._perturbation_cache = cached
         return scores_to_probabilities(cached[1], self.args.perturbation_temperature)
 
-    @staticmethod
-    def _check_fit_device(table: LatencyTable, path: str) -> None:
-        """latency_fit measures on this machine: refuse a table made elsewhere (its budget means another device)."""
-        current = device_fingerprint(table.fingerprint.get("threads", 1))
-        differ = fingerprint_mismatch(table.fingerprint, current)
-        if differ:
-            raise ValueError(
-                f"latency_fit measures candidates on this machine, but the latency table {path} was measured on "
-                f"another device or stack (differs in {', '.join(differ)}). Run the search (or derive) on the "
-                "device the table describes, measure a table here with `hf-compress nas lut`, or turn latency_fit off."
-            )
-
     def _latency_fit(self, raw, probs):
         """Measure candidates until one lands in the tolerance window (cached per raw genotype and alpha)."""
         key = (str(raw), self.device_budget, tuple(p.detach().cpu().numpy().tobytes() for p in probs.values()))
@@ -426,14 +408,8 @@ class DCANASTrainer(Trainer):
         if cached is not None and cached[0] == key:
             return cached[1]
         args = self.args
-        threads = self.latency_table.fingerprint.get("threads", 1)
-        kwargs = args.final_config_kwargs()
-
-        def measure(genotype) -> float:
-            config = final_network_config(args.search_space, genotype=genotype, **kwargs)
-            return measure_network_latency(config, args.latency_backend, repeats=args.latency_fit_repeats,
-                                           warmup=20, threads=threads, rounds=3)
-
+        measure = network_measurer(args.search_space, args.final_config_kwargs(), args.latency_backend,
+                                   args.latency_fit_repeats, self.latency_table.fingerprint.get("threads", 1))
         fit = fit_measured_latency(self.cost_model, raw, probs, self.device_budget, measure,
                                    tolerance=args.latency_tolerance, max_rounds=args.latency_fit_rounds,
                                    fill=args.fill_budget)

@@ -138,6 +138,32 @@ def fit_measured_latency(
                       low <= best["measured_ms"] <= budget_ms, trials)
 
 
+def require_this_device(table, source: str = "The latency table") -> None:
+    """A fit measures on this machine: refuse a table measured elsewhere (its milliseconds mean another device)."""
+    from .latency import device_fingerprint, fingerprint_mismatch
+
+    differ = fingerprint_mismatch(table.fingerprint, device_fingerprint(table.fingerprint.get("threads", 1)))
+    if differ:
+        raise ValueError(
+            f"{source} was measured on another device or software stack (differs in {', '.join(differ)}), but a "
+            "latency fit measures candidates on this machine. Fit on the device the table describes, or measure a "
+            "table here with `hf-compress nas lut`."
+        )
+
+
+def network_measurer(search_space: str, network: dict, backend: str, repeats: int, threads: int):
+    """``measure(genotype) -> ms``: the whole final network (``network``: its config fields) on this machine,
+    best of 3 medians of ``repeats`` runs (other load on the machine only ever adds time)."""
+    from .constraint import final_network_config
+    from .latency import measure_network_latency
+
+    def measure(genotype) -> float:
+        config = final_network_config(search_space, genotype=genotype, **network)
+        return measure_network_latency(config, backend, repeats=repeats, warmup=20, threads=threads, rounds=3)
+
+    return measure
+
+
 def fit_search_result(
     result,
     latency_table,
@@ -154,16 +180,10 @@ def fit_search_result(
     machine and deploying on another: copy the results to the device and derive there.
     ``budget_ms`` defaults to the search's own budget when it was a latency one."""
     from .constraint import CostModel, final_network_config
-    from .latency import LatencyTable, device_fingerprint, fingerprint_mismatch, measure_network_latency
+    from .latency import LatencyTable
 
     table = latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.load(latency_table)
-    current = device_fingerprint(table.fingerprint.get("threads", 1))
-    differ = fingerprint_mismatch(table.fingerprint, current)
-    if differ:
-        raise ValueError(
-            f"The latency table was measured on another device or stack (differs in {', '.join(differ)}); a latency "
-            "fit measures on this machine. Measure a table here with `hf-compress nas lut` first."
-        )
+    require_this_device(table)
     if budget_ms is None:
         if result.metric != "latency" or result.device_budget is None:
             raise ValueError(
@@ -173,10 +193,8 @@ def fit_search_result(
         budget_ms = float(result.device_budget)
     if not result.alphas:
         raise ValueError("The search results hold no alphas (written by an older version?): search again to fit.")
-    network = {k: v for k, v in result.final_network.items()}
-    network.pop("num_classes", None)
-    num_labels = result.final_network.get("num_classes")
-    config = final_network_config(result.search_space, num_classes=num_labels, **network)
+    network = dict(result.final_network)
+    config = final_network_config(result.search_space, **network)
     exclude_none = bool(result.supernet.get("exclude_none", True))
     cost_model = CostModel(config, "latency", table, backend, exclude_none=exclude_none)
     lo, hi = cost_model.feasible_range()
@@ -190,10 +208,5 @@ def fit_search_result(
     from .spaces import parse_genotype
 
     raw = parse_genotype(result.raw_genotype, cost_model.space)
-    threads = table.fingerprint.get("threads", 1)
-
-    def measure(genotype) -> float:
-        candidate = final_network_config(result.search_space, genotype=genotype, num_classes=num_labels, **network)
-        return measure_network_latency(candidate, backend, repeats=repeats, warmup=20, threads=threads, rounds=3)
-
+    measure = network_measurer(result.search_space, network, backend, repeats, table.fingerprint.get("threads", 1))
     return fit_measured_latency(cost_model, raw, probs, budget_ms, measure, tolerance, max_rounds, fill)
