@@ -121,6 +121,7 @@ class DCANASTrainer(Trainer):
         self.history: list[dict] = []
         self.search_seconds: float | None = None
         self.derivation_seconds = 0.0  # perturbation scoring, counted in the search's wall time
+        self._perturbation_cache = self._fit_cache = None  # (alpha key, ...) of the last computation
         self._derived = None
         if args.constrained:
             lo, hi = self.feasible_range
@@ -369,12 +370,10 @@ class DCANASTrainer(Trainer):
         else:
             raw = supernet.genotype()
             probs = supernet.probabilities()
-        genotype, moves = raw, []
-        if self.args.constrained and enforce and self.cost_model.derived(raw) > self.device_budget:
-            genotype, moves = self.cost_model.repair(raw, probs, self.device_budget)
-        fill_moves = []
-        if self.args.constrained and self.args.fill_budget and self.cost_model.derived(genotype) <= self.device_budget:
-            genotype, fill_moves = self.cost_model.fill(genotype, probs, self.device_budget)
+        genotype, moves, fill_moves = raw, [], []
+        if self.args.constrained:
+            genotype, moves, fill_moves = self.cost_model.derive_within(
+                raw, probs, self.device_budget, repair=enforce, fill=self.args.fill_budget)
         fit = None
         if self.args.constrained and enforce and self.args.latency_fit:
             fit = self._latency_fit(raw, probs)
@@ -383,11 +382,15 @@ class DCANASTrainer(Trainer):
         self._derived = (raw, genotype, moves, fill_moves, fit)
         return config.parsed_genotype, config
 
+    def _alpha_key(self) -> tuple:
+        """Identifies the current alpha: the perturbation scores and the latency fit are computed once per alpha."""
+        return tuple(p.detach().cpu().numpy().tobytes() for p in self.supernet.alphas.values())
+
     def _perturbation_probabilities(self) -> dict[str, torch.Tensor]:
         """Pseudo-probabilities from perturbation scores of the current supernet (computed once per alpha)."""
         supernet = self.supernet
-        key = tuple(p.detach().cpu().numpy().tobytes() for p in supernet.alphas.values())
-        cached = getattr(self, "_perturbation_cache", None)
+        key = self._alpha_key()
+        cached = self._perturbation_cache
         if cached is None or cached[0] != key:
             batches = held_out_batches(self.val_dataset, self.args.perturbation_images,
                                        self.args.per_device_eval_batch_size * 4)
@@ -403,8 +406,8 @@ class DCANASTrainer(Trainer):
 
     def _latency_fit(self, raw, probs):
         """Measure candidates until one lands in the tolerance window (cached per raw genotype and alpha)."""
-        key = (str(raw), self.device_budget, tuple(p.detach().cpu().numpy().tobytes() for p in probs.values()))
-        cached = getattr(self, "_fit_cache", None)
+        key = (self._alpha_key(), self.device_budget)
+        cached = self._fit_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         args = self.args

@@ -136,20 +136,19 @@ def cmd_search(argv: list[str]) -> int:
     return 0
 
 
-def _record_fit(result, fit, budget_ms: float | None) -> None:
+def _record_fit(result, fit, budget_ms: float) -> None:
     """Make the saved results describe the fitted network: its genotype, exact costs and the measurement."""
     from .constraint import final_network_config
     from .cost import network_cost
 
     result.genotype = str(fit.genotype)
-    cost = network_cost(final_network_config(result.search_space, genotype=result.genotype,
-                                             **{k: v for k, v in result.final_network.items()}))
+    cost = network_cost(final_network_config(result.search_space, genotype=result.genotype, **result.final_network))
     result.params, result.macs = int(cost.params), int(cost.macs)
-    result.extra["latency_fit"] = {**fit.to_dict(), "budget_ms": budget_ms or result.device_budget}
+    result.extra["latency_fit"] = {**fit.to_dict(), "budget_ms": budget_ms}
     result.extra["measured_latency_ms"] = fit.measured_ms
     if result.metric == "latency":
         result.derived_cost = fit.estimated_ms
-        result.budget_met = fit.measured_ms <= (budget_ms or result.device_budget)
+        result.budget_met = fit.measured_ms <= budget_ms
     elif result.metric in ("params", "macs"):
         result.derived_cost = float(getattr(cost, result.metric))
         result.budget_met = result.derived_cost <= result.device_budget if result.device_budget else None
@@ -197,8 +196,8 @@ def cmd_derive(argv: list[str]) -> int:
         fit = fit_search_result(result, table, ns.budget_ms, tolerance=ns.latency_tolerance,
                                 max_rounds=ns.latency_fit_rounds, repeats=ns.latency_fit_repeats)
         genotype = str(fit.genotype)
-        _record_fit(result, fit, ns.budget_ms)
         budget = ns.budget_ms if ns.budget_ms is not None else result.device_budget
+        _record_fit(result, fit, budget)
         print(f"latency fit: measured {fit.measured_ms:.3f} ms for a {budget:.3f} ms budget "
               f"(table estimate {fit.estimated_ms:.3f} ms, "
               f"{sum('measured_ms' in t for t in fit.trials)} candidates measured, in window: {fit.within_tolerance})")

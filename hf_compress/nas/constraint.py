@@ -259,6 +259,17 @@ class CostModel:
         for budgets that are targets (a latency to hit, not only to stay under). Returns ``(genotype, moves)``."""
         return self._greedy_moves(genotype, probs, budget, cheaper=False)
 
+    def derive_within(self, genotype, probs: dict[str, torch.Tensor], budget: float, repair: bool = True,
+                      fill: bool = False):
+        """What derive() makes of ``genotype`` for ``budget``: :meth:`repair` when it is over (and ``repair``),
+        then :meth:`fill` when it fits (and ``fill``). Returns ``(genotype, repair_moves, fill_moves)``."""
+        repair_moves, fill_moves = [], []
+        if repair and self.derived(genotype) > budget:
+            genotype, repair_moves = self.repair(genotype, probs, budget)
+        if fill and self.derived(genotype) <= budget:
+            genotype, fill_moves = self.fill(genotype, probs, budget)
+        return genotype, repair_moves, fill_moves
+
     def _greedy_moves(self, genotype, probs: dict[str, torch.Tensor], budget: float, cheaper: bool):
         """One edge at a time to a cheaper op (until the cost fits) or a costlier one (while it still fits),
         taking the move that loses the least log-probability per unit of cost changed."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .jsonio import load_json
 from .latency import median_ms
 from .onnx_config import DCANAS_MODEL_TYPE, DCANAS_ONNX_TASK, DCANASOnnxConfig, is_optimum_onnx_available
 
@@ -140,11 +141,7 @@ def _check_model_folder(path: str) -> dict[str, Any]:
     if not os.path.isfile(config_path):
         present = ", ".join(sorted(os.listdir(path))[:12]) or "nothing"
         raise FileNotFoundError(f"{path} has no config.json (found: {present}); is it a saved model folder?")
-    with open(config_path, encoding="utf-8") as handle:
-        try:
-            raw = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    raw = load_json(config_path, "Model config", "save the model with save_pretrained")
     model_type = raw.get("model_type")
     if model_type != DCANAS_MODEL_TYPE:
         raise ValueError(

@@ -38,12 +38,7 @@ class LatencyFit:
 
 def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget: float, fill: bool = True):
     """The genotype derive() returns for ``table_budget``: repaired down to it if over, then filled up to it."""
-    genotype = raw
-    if cost_model.derived(genotype) > table_budget:
-        genotype, _ = cost_model.repair(genotype, probs, table_budget)
-    if fill and cost_model.derived(genotype) <= table_budget:
-        genotype, _ = cost_model.fill(genotype, probs, table_budget)
-    return genotype
+    return cost_model.derive_within(raw, probs, table_budget, repair=True, fill=fill)[0]
 
 
 def fit_measured_latency(

@@ -36,7 +36,7 @@ def _batch_statistics(model: nn.Module):
     statistics and leaves its running statistics untouched."""
     was_training = model.training
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.track_running_stats, m.training) for m in norms]
+    saved = [(m.momentum, m.training) for m in norms]
     model.eval()
     for m in norms:
         m.train()
@@ -44,8 +44,8 @@ def _batch_statistics(model: nn.Module):
     try:
         yield
     finally:
-        for m, (momentum, track, training) in zip(norms, saved):
-            m.momentum, m.track_running_stats, m.training = momentum, track, training
+        for m, (momentum, training) in zip(norms, saved):
+            m.momentum, m.training = momentum, training
         model.train(was_training)
 
 
