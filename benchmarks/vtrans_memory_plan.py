@@ -82,8 +82,13 @@ def plan_7b() -> dict:
 
 
 def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, batch: int, seq: int, out_dir: str,
-                threads: int = 1) -> dict:
-    """One measured Faster-VTrans run of SmolLM2-135M (bf16 weights, fp32 gates); runs in its own process."""
+                threads: int = 1, device: str = "cpu") -> dict:
+    """One measured Faster-VTrans run of SmolLM2-135M (bf16 weights, fp32 gates); runs in its own process.
+
+    On ``device="cuda"`` the weights are moved to the GPU inside the load phase and the measured figure per phase
+    is ``torch.cuda.max_memory_allocated`` (GPU tensors, what the estimate predicts); on the CPU it is the torch
+    CPU allocator's peak (profiler) and the process RSS.
+    """
     import warnings
 
     from transformers import TrainerCallback
@@ -99,9 +104,12 @@ def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, 
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    with MemoryMonitor(torch_cpu=True) as monitor:
+    on_gpu = device == "cuda"
+    with MemoryMonitor(torch_cpu=not on_gpu, cuda=on_gpu) as monitor:
         monitor.mark("load")
         model, tokenizer = load_smollm2(dtype=torch.bfloat16)
+        if on_gpu:
+            model.to("cuda")
         resident = {"load": resident_tensor_bytes(model)}  # threaded loading: counted, not profiled
         monitor.mark("setup")
         data = lm_blocks(tokenizer, load_wikitext2("valid"), block_size=seq, limit=batch * steps)
@@ -109,7 +117,7 @@ def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, 
             output_dir=out_dir, variant="faster", target_sparsity=0.3, data_fraction=1.0, max_steps=steps,
             per_device_train_batch_size=batch, activation_checkpointing=gradient_checkpointing, finetune_epochs=0,
             distill_hidden_weight=hidden_weight, learning_rate=1e-3, logging_steps=1, save_strategy="no",
-            report_to=[], use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0,
+            report_to=[], use_cpu=not on_gpu, disable_tqdm=True, seed=0, dataloader_num_workers=0,
         )
         step_seconds: list[float] = []
         gates_with_grads: list[int] = []
@@ -144,7 +152,7 @@ def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, 
     grad_norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
     plan = estimate_memory(model.config, dtype=torch.bfloat16, batch_size=batch, seq_len=seq,
                            gradient_checkpointing=gradient_checkpointing, teacher="shared",
-                           hidden_distill="pairwise" if hidden_weight > 0 else "none", finetune=False, device="cpu",
+                           hidden_distill="pairwise" if hidden_weight > 0 else "none", finetune=False, device=device,
                            target_sparsity=0.3)
     peaks = monitor.peaks()
     report = trainer.materialize().config.pruning_report
@@ -152,12 +160,13 @@ def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, 
         "gradient_checkpointing": gradient_checkpointing, "distill_hidden_weight": hidden_weight,
         "batch_size": batch, "seq_len": seq, "steps": steps, "threads": threads,
         "checkpoint_file_bytes": os.path.getsize(checkpoint),
+        "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "step_seconds": step_seconds, "losses": losses,
         "grad_norms_before_clipping": grad_norms, "gate_tensors_with_nonzero_grads": gates_with_grads,
         "frozen_weights_with_grads": max(frozen_grads, default=0),
         "layer_sparsity": report["layer_sparsity"], "params_pruned": report["params_pruned"]["total"],
         "measured": peaks, "resident_tensor_bytes_at_phase_start": resident, "plan": plan,
-        "table": comparison_rows(plan, peaks, resident),
+        "table": comparison_rows(plan, peaks, resident) if not on_gpu else cuda_comparison_rows(plan, peaks),
     }
 
 
@@ -180,11 +189,30 @@ def comparison_rows(plan: dict, peaks: dict, resident: dict) -> list[dict]:
     return rows
 
 
+def cuda_comparison_rows(plan: dict, peaks: dict) -> list[dict]:
+    """Estimate vs ``max_memory_allocated`` per phase (absolute: nothing was on the GPU before the load)."""
+    rows = []
+    for phase in ("load", "prune_step", "materialize"):
+        if phase not in peaks or phase not in plan["phases"]:
+            continue
+        est, measured = plan["phases"][phase]["bytes"], peaks[phase]["cuda_peak_allocated"]
+        rows.append({"phase": phase, "estimate_bytes": est, "measured_cuda_bytes": measured,
+                     "cuda_over_estimate": round(measured / est, 3)})
+    return rows
+
+
 def format_rows(run: dict) -> str:
     lines = [f"SmolLM2-135M bf16, batch {run['batch_size']} x seq {run['seq_len']}, checkpointing "
              f"{'on' if run['gradient_checkpointing'] else 'off'}, hidden distillation weight {run['distill_hidden_weight']}, "
-             f"{run['steps']} steps ({', '.join(f'{s:.1f}' for s in run['step_seconds'])} s, {run['threads']} thread)",
-             f"    {'phase':<12}{'estimate':>10}{'torch CPU tensors':>19}{'ratio':>7}{'process RSS':>13}{'ratio':>7}"]
+             f"{run['steps']} steps ({', '.join(f'{s:.2f}' for s in run['step_seconds'])} s, "
+             + (f"{run['threads']} thread)" if run.get("device", "cpu") == "cpu" else f"{run['device']})")]
+    if run.get("device", "cpu") != "cpu":
+        lines.append(f"    {'phase':<12}{'estimate':>10}{'GPU tensors (max allocated)':>29}{'ratio':>7}")
+        for row in run["table"]:
+            lines.append(f"    {row['phase']:<12}{row['estimate_bytes'] / 1e6:>7.0f} MB"
+                         f"{row['measured_cuda_bytes'] / 1e6:>26.0f} MB{row['cuda_over_estimate']:>7.2f}")
+        return "\n".join(lines)
+    lines.append(f"    {'phase':<12}{'estimate':>10}{'torch CPU tensors':>19}{'ratio':>7}{'process RSS':>13}{'ratio':>7}")
     for row in run["table"]:
         tensors = row["measured_torch_cpu_bytes"]
         lines.append(
@@ -203,13 +231,14 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the SmolLM2 runs")
     parser.add_argument("--skip_smollm2", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the SmolLM2 runs train")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)  # internal: 'gc,hidden_weight,json_out'
     args = parser.parse_args()
 
     if args.single:
         gc, hidden, json_out = args.single.split(",")
         with tempfile.TemporaryDirectory() as tmp:
-            run = run_smollm2(gc == "1", float(hidden), args.steps, args.batch, args.seq, tmp, args.threads)
+            run = run_smollm2(gc == "1", float(hidden), args.steps, args.batch, args.seq, tmp, args.threads, args.device)
         with open(json_out, "w") as handle:
             json.dump(run, handle)
         return
@@ -222,21 +251,15 @@ def main() -> None:
     }
     print(result["llama2_7b"]["tables"]["gradient_checkpointing"], "\n")
     print(result["llama2_7b"]["tables"]["no_gradient_checkpointing"], "\n")
+    def write() -> None:  # after every part, so a run cut short keeps what it measured
+        result["seconds"] = time.perf_counter() - started
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+    write()
     if not args.skip_smollm2:
-        runs = []
-        for gc, hidden in (("1", "0.1"), ("0", "0.1"), ("1", "0")):
-            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-                path = tmp.name
-            try:
-                cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps), "--batch", str(args.batch),
-                       "--seq", str(args.seq), "--threads", str(args.threads), "--single", f"{gc},{hidden},{path}"]
-                subprocess.run(cmd, check=True)
-                with open(path) as handle:
-                    run = json.load(handle)
-            finally:
-                os.unlink(path)
-            print(format_rows(run), "\n")
-            runs.append(run)
+        runs: list[dict] = []
         result["smollm2_135m"] = {
             "what_is_measured": {
                 "torch_cpu": "peak bytes held by torch's CPU allocator (running sum of the profiler's memory events) "
@@ -244,14 +267,29 @@ def main() -> None:
                 "rss": "peak process RSS (kernel VmHWM, reset per phase) minus RSS before loading the model: everything "
                        "the run touched (tensors, Python objects, the mmap of the fp32 safetensors file while it is "
                        "read, allocator leftovers)",
+                "cuda": "with --device cuda: torch.cuda.max_memory_allocated per phase (GPU tensors; the caching "
+                        "allocator's reserve and the CUDA context are not counted)",
             },
+            "device": args.device,
             "runs": runs,
-            "tables": [format_rows(r) for r in runs],
+            "tables": [],
         }
-    result["seconds"] = time.perf_counter() - started
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=1)
+        for gc, hidden in (("1", "0.1"), ("0", "0.1"), ("1", "0")):
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+                path = tmp.name
+            try:
+                cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps), "--batch", str(args.batch),
+                       "--seq", str(args.seq), "--threads", str(args.threads), "--device", args.device,
+                       "--single", f"{gc},{hidden},{path}"]
+                subprocess.run(cmd, check=True)
+                with open(path) as handle:
+                    run = json.load(handle)
+            finally:
+                os.unlink(path)
+            print(format_rows(run), "\n")
+            runs.append(run)
+            result["smollm2_135m"]["tables"].append(format_rows(run))
+            write()
     print(f"wrote {args.out}")
 
 
