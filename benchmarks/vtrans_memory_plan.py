@@ -152,7 +152,7 @@ def run_smollm2(gradient_checkpointing: bool, hidden_weight: float, steps: int, 
     grad_norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
     plan = estimate_memory(model.config, dtype=torch.bfloat16, batch_size=batch, seq_len=seq,
                            gradient_checkpointing=gradient_checkpointing, teacher="shared",
-                           hidden_distill="pairwise" if hidden_weight > 0 else "none", finetune=False, device=device,
+                           hidden_distill="selected" if hidden_weight > 0 else "none", finetune=False, device=device,
                            target_sparsity=0.3)
     peaks = monitor.peaks()
     report = trainer.materialize().config.pruning_report

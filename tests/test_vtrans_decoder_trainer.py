@@ -96,3 +96,23 @@ def test_hidden_distillation_of_decoders_is_scale_free(tmp_path):
 
     assert term(100.0, True) == pytest.approx(term(1.0, True), rel=1e-4)
     assert term(100.0, False) == pytest.approx(1e4 * term(1.0, False), rel=1e-4)
+
+
+def test_closest_student_layers_matches_pairwise_distances():
+    """The Gram-matrix layer mapping picks, for every teacher layer, the student layer a direct pairwise masked
+    MSE picks, also when the flattened states span several chunks and padding tokens differ wildly."""
+    from trainers.vtrans_trainer import closest_student_layers
+
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(3, 7, 16, generator=g) * (1 + 50 * (i == 2)) for i in range(6)]
+    student = [teacher[(i * 5) % 6] + 0.3 * torch.randn(3, 7, 16, generator=g) for i in range(4)]
+    mask = torch.ones(3, 7, 1)
+    mask[0, 5:] = 0
+    mask[2, 3:] = 0
+    for i, s in enumerate(student):  # padding positions far away: they must not count
+        s[mask.expand_as(s) == 0] = 1e3 * (i + 1)
+    direct = torch.tensor([
+        min(range(len(student)), key=lambda i: float((((student[i] - t) ** 2) * mask).sum())) for t in teacher
+    ])
+    for chunk in (1 << 20, 50):  # one chunk, and many
+        assert closest_student_layers(student, teacher, mask, chunk=chunk).tolist() == direct.tolist()

@@ -101,7 +101,15 @@ def test_llama2_7b_activations_with_and_without_checkpointing(plans_7b):
     no_gc = {it["name"]: it["bytes"] for it in plans_7b["no_gc"]["phases"]["prune_step"]["items"]}
     assert gc["saved_layers"] == L * t * 2 * h  # one bf16 hidden state per layer boundary
     assert no_gc["saved_layers"] == L * t * per_token  # 3.06 GB
-    assert gc["distill_hidden_pairs"] == L * L * t * 2 * h  # the trainer's pairwise hidden MSE: 4.29 GB
+    def hidden_distill_bytes(plan):  # teacher hidden states + the layer-pair differences kept for backward
+        return {it["name"]: it["bytes"] for it in plan["phases"]["finetune"]["items"]}["distill_hidden"]
+
+    teacher_hidden = (L + 1) * t * 2 * h
+    # the trainer's hidden MSE keeps the chosen pair per teacher layer: 0.13 GB
+    assert hidden_distill_bytes(plans_7b["gc"]) == teacher_hidden + L * t * 2 * h
+    pairwise = estimate_memory(llama2_7b(), gradient_checkpointing=True, hidden_distill="pairwise")
+    assert hidden_distill_bytes(pairwise) == teacher_hidden + L * L * t * 2 * h  # every pair kept: 4.29 GB more
+    assert pairwise["phases"]["prune_step"]["bytes"] > plans_7b["gc"]["phases"]["prune_step"]["bytes"]
 
 
 def test_llama2_7b_fits_80gb_and_24gb_with_the_shared_teacher_only(plans_7b):

@@ -260,7 +260,7 @@ def estimate_memory(
     optimizer: str = "adamw",
     *,
     teacher: str = "shared",
-    hidden_distill: str = "pairwise",
+    hidden_distill: str = "selected",
     gate_groups: tuple[str, ...] = ALL_GATE_GROUPS,
     target_sparsity: float = 0.3,
     finetune: bool = True,
@@ -279,10 +279,11 @@ def estimate_memory(
 
     ``teacher``: 'shared' (the student's own frozen weights with the gates switched off,
     :class:`SharedWeightsTeacher`: no second copy), 'copy' (a separate dense teacher model, as
-    ``VTransTrainer(teacher_model=dense)``) or 'none' (no distillation). ``hidden_distill``: 'pairwise' is the
-    trainer's layer-mapped hidden-state MSE as implemented today, which keeps every (teacher layer, student
-    layer) difference for backward (O(layers^2)); 'selected' keeps only the chosen pair per teacher layer
-    (O(layers), a proposed fix); 'none' (``distill_hidden_weight=0``). ``device`` 'cuda' or 'cpu' only changes
+    ``VTransTrainer(teacher_model=dense)``) or 'none' (no distillation). ``hidden_distill``: 'selected' is the
+    trainer's layer-mapped hidden-state MSE: the closest student layer per teacher layer is chosen without a
+    graph and only the chosen pair's difference is kept for backward (O(layers)); 'pairwise' keeps every
+    (teacher layer, student layer) difference for backward (O(layers^2)), what a direct implementation of the
+    mapping costs; 'none' (``distill_hidden_weight=0``). ``device`` 'cuda' or 'cpu' only changes
     materialization (the pruned model is first built in fp32 on the host, then moved). ``capacities`` maps GPU
     names to bytes (default :data:`GPU_CAPACITIES`) for the ``fits`` table.
     """
