@@ -270,37 +270,82 @@ class CostModel:
             genotype, fill_moves = self.fill(genotype, probs, budget)
         return genotype, repair_moves, fill_moves
 
+    # -- genotypes as slots: one (cell type, edge, op, DARTS position) per chosen op --------------------------
+    def _slots(self, genotype) -> list[list]:
+        genotype = parse_genotype(genotype, self.space)
+        space = self.space
+        if space.name == NB201:
+            return [["normal", e, space.op_index(op), None] for e, op in enumerate(genotype.ops)]
+        slots = []
+        for kind in ("normal", "reduce"):
+            for k, (op, source) in enumerate(genotype.cell(kind == "reduce")[0]):
+                e = space.edges.index((source, k // space.inputs_per_node + 2))
+                slots.append([kind, e, space.op_index(op), (k, source)])
+        return slots
+
+    def _from_slots(self, slots: list[list]):
+        space = self.space
+        if space.name == NB201:
+            return NB201Genotype.from_ops([space.ops[o] for _, _, o, _ in slots])
+        cells = {kind: tuple((space.ops[o], where[1]) for k, _, o, where in slots if k == kind)
+                 for kind in ("normal", "reduce")}
+        concat = tuple(range(2, space.num_nodes + 2))
+        return DartsGenotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"],
+                             reduce_concat=concat)
+
+    def _slots_cost(self, slots: list[list]) -> float:
+        total = self.skeleton  # summed as derived() sums, so the two agree exactly
+        for kind, e, o, _ in slots:
+            total += self.tables[kind][e, o]
+        return float(total)
+
+    def _op_allowed(self, o: int) -> bool:
+        none_allowed = self.space.name == NB201 and not self.exclude_none
+        return o != self.space.op_index("none") or none_allowed
+
+    def edits(self, genotype, probs: dict[str, torch.Tensor], max_changes: int = 1) -> list[tuple[object, float, float]]:
+        """Every genotype that differs from ``genotype`` in 1 to ``max_changes`` chosen ops (same edges / inputs;
+        ``none`` only where derive() may pick it), as ``(genotype, cost, log-probability under probs)``.
+
+        The cells between two derived candidates whose costs straddle a target: what a latency fit tries when the
+        table's ordering of networks disagrees with the device's."""
+        slots = self._slots(genotype)
+        logp = {kind: p.clamp_min(1e-12).log().to(torch.float64).numpy() for kind, p in probs.items()}
+        out: dict[str, tuple[object, float, float]] = {}
+
+        def visit(current: list[list], start: int, changes: int) -> None:
+            for i in range(start, len(current)):
+                kind, e, o, where = current[i]
+                for o2 in range(self.space.num_ops):
+                    if o2 == o or not self._op_allowed(o2):
+                        continue
+                    changed = [list(slot) for slot in current]
+                    changed[i][2] = o2
+                    genotype = self._from_slots(changed)
+                    key = str(genotype)
+                    if key not in out:
+                        score = float(sum(logp[k][e2, o3] for k, e2, o3, _ in changed))
+                        out[key] = (genotype, self._slots_cost(changed), score)
+                    if changes + 1 < max_changes:
+                        visit(changed, i + 1, changes + 1)
+
+        visit(slots, 0, 0)
+        out.pop(str(self._from_slots(slots)), None)
+        return list(out.values())
+
     def _greedy_moves(self, genotype, probs: dict[str, torch.Tensor], budget: float, cheaper: bool):
         """One edge at a time to a cheaper op (until the cost fits) or a costlier one (while it still fits),
         taking the move that loses the least log-probability per unit of cost changed."""
-        genotype = parse_genotype(genotype, self.space)
         space = self.space
-        none = space.op_index("none")
-        none_allowed = space.name == NB201 and not self.exclude_none
-        # one slot per chosen op: [cell type, edge index, op index, (position, source) for DARTS]
-        if space.name == NB201:
-            slots = [["normal", e, space.op_index(op), None] for e, op in enumerate(genotype.ops)]
-        else:
-            slots = []
-            for kind in ("normal", "reduce"):
-                for k, (op, source) in enumerate(genotype.cell(kind == "reduce")[0]):
-                    e = space.edges.index((source, k // space.inputs_per_node + 2))
-                    slots.append([kind, e, space.op_index(op), (k, source)])
-
-        def cost() -> float:  # summed as derived() sums, so the two agree exactly
-            total = self.skeleton
-            for kind, e, o, _ in slots:
-                total += self.tables[kind][e, o]
-            return float(total)
-
+        slots = self._slots(genotype)
         logp = {kind: p.clamp_min(1e-12).log().to(torch.float64).numpy() for kind, p in probs.items()}
         moves = []
-        while not cheaper or cost() > budget:
-            current, best = cost(), None
+        while not cheaper or self._slots_cost(slots) > budget:
+            current, best = self._slots_cost(slots), None
             for i, (kind, e, o, _) in enumerate(slots):
                 for o2 in range(space.num_ops):
                     delta = self.tables[kind][e, o2] - self.tables[kind][e, o]
-                    if (o2 == none and not none_allowed) or (delta >= 0 if cheaper else delta <= 0):
+                    if not self._op_allowed(o2) or (delta >= 0 if cheaper else delta <= 0):
                         continue
                     if not cheaper and current + delta > budget:
                         continue
@@ -317,13 +362,7 @@ class CostModel:
                 moves.append({"cell": kind, "node": where[0] // 2, "input": where[1], "from": space.ops[o],
                               "to": space.ops[o2]})
             slots[i][2] = o2
-        if space.name == NB201:
-            return NB201Genotype.from_ops([space.ops[o] for _, _, o, _ in slots]), moves
-        cells = {kind: tuple((space.ops[o], where[1]) for k, _, o, where in slots if k == kind)
-                 for kind in ("normal", "reduce")}
-        concat = tuple(range(2, space.num_nodes + 2))
-        return DartsGenotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"],
-                             reduce_concat=concat), moves
+        return self._from_slots(slots), moves
 
 
 class BudgetConstraint(nn.Module):

@@ -6,8 +6,15 @@ the table alone therefore land a few to twenty per cent away from a latency budg
 runs on the target device, it can measure the candidate it is about to return: if the measured latency is
 outside ``[(1 - tolerance) * budget, budget]`` (narrowed by a margin for measurement noise), the table budget
 is rescaled by that candidate's measured / estimated ratio (aiming at the middle of the window) and the
-genotype is derived again from the same alpha. The candidate for a table budget ``t`` is always ``fill(repair(raw, t), t)``, so each round is a
-deterministic function of ``t`` and only the measurement is new.
+genotype is derived again from the same alpha. The candidate for a table budget ``t`` is always
+``fill(repair(raw, t), t)``, so each round is a deterministic function of ``t`` and only the measurement is new.
+
+The table's ordering of networks can disagree with the device's: two derived cells whose estimates differ by
+1% can run 20% apart, so no table budget yields a cell inside the window. When the derivation has nothing new
+to offer (its candidate was measured already, or no table budget is left between a too-fast and a too-slow
+candidate), the fit tries the cells one or two op changes away from the closest too-fast and too-slow
+candidates: each is predicted at its table estimate times its parent's measured / estimated ratio, and the
+most probable one under alpha predicted inside the window is measured next.
 """
 
 from __future__ import annotations
@@ -41,6 +48,27 @@ def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget:
     return cost_model.derive_within(raw, probs, table_budget, repair=True, fill=fill)[0]
 
 
+def _edit_proposal(cost_model, probs, parents, measured: dict, inner_low: float, inner_high: float, aim: float):
+    """The next cell to measure among those one (else two) op changes away from ``parents`` (measured
+    ``(genotype, estimate, ms)``): predicted at estimate x the parent's measured / estimated ratio, the most
+    probable one predicted inside ``[inner_low, inner_high]``, else the one predicted closest to ``aim``."""
+    best = None
+    for max_changes in (1, 2):
+        for parent, parent_estimate, parent_ms in parents:
+            ratio = parent_ms / parent_estimate if parent_estimate > 0 else 1.0
+            for child, cost, score in cost_model.edits(parent, probs, max_changes):
+                if str(child) in measured:
+                    continue
+                predicted = cost * ratio
+                inside = inner_low <= predicted <= inner_high
+                rank = (0, -score) if inside else (1, abs(predicted - aim))
+                if best is None or rank < best[0]:
+                    best = (rank, child, predicted)
+        if best is not None and best[0][0] == 0:
+            break
+    return None if best is None else (best[1], best[2])
+
+
 def fit_measured_latency(
     cost_model,
     raw,
@@ -51,6 +79,7 @@ def fit_measured_latency(
     max_rounds: int = 6,
     fill: bool = True,
     margin: float | None = None,
+    explore_edits: bool = True,
 ) -> LatencyFit:
     """Derive, measure, rescale the table budget, repeat, until a candidate's measured latency lies in the
     inner window ``[(1 - tolerance + margin) * budget_ms, (1 - margin) * budget_ms]`` or ``max_rounds``
@@ -58,7 +87,9 @@ def fit_measured_latency(
     ``[(1 - tolerance) * budget_ms, budget_ms]`` when the network is measured again (a repeat measurement
     differs by a few per cent on a quiet machine).
 
-    ``measure(genotype) -> ms`` runs the whole network on the device. Returns the first candidate inside the
+    ``explore_edits``: when the derivation repeats itself, measure cells a few op changes from the closest
+    too-fast / too-slow candidates (module docstring). ``measure(genotype) -> ms`` runs the whole network on
+    the device. Returns the first candidate inside the
     inner window; otherwise the one measured under the budget closest to the window's middle; otherwise (every
     candidate over it) the fastest one, with a warning.
     """
@@ -73,45 +104,65 @@ def fit_measured_latency(
     inner_low, inner_high = low + margin * budget_ms, (1.0 - margin) * budget_ms
     lo_cost, hi_cost = cost_model.feasible_range()
     measured: dict[str, float] = {}
+    records: dict[str, tuple[object, float, float]] = {}  # key -> (genotype, estimate, measured ms)
     trials: list[dict] = []
     table_budget = float(budget_ms)
     # table budgets known to give a candidate measured under / over the inner window: later proposals stay
     # strictly between them (bisection), so a rescale that jumps back to a known candidate cannot loop
     below, above = lo_cost, hi_cost
     slow_genotype = fast_genotype = None  # the measured candidates that set `above` / `below`
+    bracket_closed = False
     for step in range(4 * max_rounds):
         if len(measured) >= max_rounds:
             break
         # the derivation's own candidate first; when it was measured already, the cells between the closest
         # too-fast and too-slow candidates: the fast one filled up to the table budget, the slow one repaired down
-        options = [candidate_for(cost_model, raw, probs, table_budget, fill)]
-        if fast_genotype is not None:
+        options = [] if bracket_closed else [candidate_for(cost_model, raw, probs, table_budget, fill)]
+        if fast_genotype is not None and not bracket_closed:
             options.append(cost_model.fill(fast_genotype, probs, table_budget)[0])
-        if slow_genotype is not None:
+        if slow_genotype is not None and not bracket_closed:
             options.append(cost_model.repair(slow_genotype, probs, table_budget)[0])
-        genotype = next((g for g in options if str(g) not in measured), options[0])
+        genotype = next((g for g in options if str(g) not in measured), None)
+        source = "derive"
+        if genotype is None and explore_edits and records:
+            # the derivation has nothing new: try the cells a few op changes from the closest measured ones
+            fast = [r for r in records.values() if r[2] < inner_low]
+            slow = [r for r in records.values() if r[2] > inner_high]
+            parents = ([max(fast, key=lambda r: r[2])] if fast else []) + ([min(slow, key=lambda r: r[2])] if slow else [])
+            proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim)
+            if proposal is not None:
+                genotype, source = proposal[0], "edit"
+        if genotype is None:
+            if bracket_closed or not options:
+                break
+            genotype = options[0]
         key = str(genotype)
         estimate = float(cost_model.derived(genotype))
         repeat = key in measured
         if repeat:
             ms = measured[key]
-            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "repeat": True})
+            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "repeat": True,
+                           "source": source})
         else:
             ms = float(measure(genotype))
             measured[key] = ms
-            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key,
+            records[key] = (genotype, estimate, ms)
+            trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "source": source,
                            "estimated_ms": estimate, "measured_ms": ms, "measured_over_budget": ms / budget_ms})
-            logger.info("latency fit %d: table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
-                        step, table_budget, estimate, ms, budget_ms)
+            logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
+                        step, source, table_budget, estimate, ms, budget_ms)
             if inner_low <= ms <= inner_high:
                 return LatencyFit(genotype, ms, estimate, True, trials)
+        if source == "edit" or bracket_closed:
+            continue
         if ms < inner_low:
             if table_budget >= below:
                 below, fast_genotype = table_budget, genotype
         elif table_budget <= above:
             above, slow_genotype = table_budget, genotype
         if above - below <= 1e-3 * budget_ms:
-            break  # no table budget left between a too-fast and a too-slow candidate
+            bracket_closed = True  # no table budget left between a too-fast and a too-slow candidate
+            continue
         proposal = aim * estimate / ms
         if below < proposal < above and not repeat:
             table_budget = proposal
