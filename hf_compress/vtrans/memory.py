@@ -283,8 +283,8 @@ def estimate_memory(
     trainer's layer-mapped hidden-state MSE: the closest student layer per teacher layer is chosen without a
     graph and only the chosen pair's difference is kept for backward (O(layers)); 'pairwise' keeps every
     (teacher layer, student layer) difference for backward (O(layers^2)), what a direct implementation of the
-    mapping costs; 'none' (``distill_hidden_weight=0``). ``device`` 'cuda' or 'cpu' only changes
-    materialization (the pruned model is first built in fp32 on the host, then moved). ``capacities`` maps GPU
+    mapping costs; 'none' (``distill_hidden_weight=0``). ``device`` ('cuda' or 'cpu') is recorded in the
+    plan; no phase depends on it (materialization assigns the sliced tensors to a meta-built model on either). ``capacities`` maps GPU
     names to bytes (default :data:`GPU_CAPACITIES`) for the ``fits`` table.
     """
     if isinstance(config, PreTrainedModel):
@@ -402,14 +402,13 @@ def estimate_memory(
     pruned_params = int(non_layer + (1.0 - target_sparsity) * params["layers"])
     pruned_bytes = pruned_params * e
     base = [i for i in resident if i["name"] != "gate_grads"]  # Trainer zeroes grads with set_to_none
-    materialize = base + [_item("pruned_state_dict", pruned_bytes, f"sliced kept weights, ~{pruned_params:,} parameters")]
-    if device == "cuda":
-        materialize.append(_item("pruned_model", pruned_bytes, "the pruned model on the device (host: built in fp32 first)"))
-    else:
-        materialize += [
-            _item("pruned_model_fp32_init", 4 * pruned_params, "the pruned model is built in fp32 before .to(dtype)"),
-            _item("dtype_conversion", params["largest"] * e, "largest weight converted while its fp32 copy lives"),
-        ]
+    # the pruned model is built on the meta device and takes the sliced tensors as they are (assign): one
+    # pruned copy, plus the largest weight while it is sliced and scaled by its gate means
+    materialize = base + [
+        _item("pruned_state_dict", pruned_bytes,
+              f"sliced kept weights, ~{pruned_params:,} parameters (the pruned model's own, assigned)"),
+        _item("slicing", params["largest"] * e, "the largest weight while it is sliced and scaled"),
+    ]
 
     # -- fine-tune of the pruned model (all its weights train) --------------------------------------------
     phases = {
