@@ -303,7 +303,9 @@ class CostModel:
         none_allowed = self.space.name == NB201 and not self.exclude_none
         return o != self.space.op_index("none") or none_allowed
 
-    def edits(self, genotype, probs: dict[str, torch.Tensor], max_changes: int = 1) -> list[tuple[object, float, float]]:
+    def edits(
+        self, genotype, probs: dict[str, torch.Tensor], max_changes: int = 1
+    ) -> list[tuple[object, float, float]]:
         """Every genotype that differs from ``genotype`` in 1 to ``max_changes`` chosen ops (same edges / inputs;
         ``none`` only where derive() may pick it), as ``(genotype, cost, log-probability under probs)``.
 

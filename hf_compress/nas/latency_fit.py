@@ -128,7 +128,8 @@ def fit_measured_latency(
             # the derivation has nothing new: try the cells a few op changes from the closest measured ones
             fast = [r for r in records.values() if r[2] < inner_low]
             slow = [r for r in records.values() if r[2] > inner_high]
-            parents = ([max(fast, key=lambda r: r[2])] if fast else []) + ([min(slow, key=lambda r: r[2])] if slow else [])
+            parents = [max(fast, key=lambda r: r[2])] if fast else []
+            parents += [min(slow, key=lambda r: r[2])] if slow else []
             proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim)
             if proposal is not None:
                 genotype, source = proposal[0], "edit"
@@ -149,8 +150,8 @@ def fit_measured_latency(
             records[key] = (genotype, estimate, ms)
             trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "source": source,
                            "estimated_ms": estimate, "measured_ms": ms, "measured_over_budget": ms / budget_ms})
-            logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms (budget %.3f)",
-                        step, source, table_budget, estimate, ms, budget_ms)
+            logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms "
+                        "(budget %.3f)", step, source, table_budget, estimate, ms, budget_ms)
             if inner_low <= ms <= inner_high:
                 return LatencyFit(genotype, ms, estimate, True, trials)
         if source == "edit" or bracket_closed:

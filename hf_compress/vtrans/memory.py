@@ -284,8 +284,8 @@ def estimate_memory(
     graph and only the chosen pair's difference is kept for backward (O(layers)); 'pairwise' keeps every
     (teacher layer, student layer) difference for backward (O(layers^2)), what a direct implementation of the
     mapping costs; 'none' (``distill_hidden_weight=0``). ``device`` ('cuda' or 'cpu') is recorded in the
-    plan; no phase depends on it (materialization assigns the sliced tensors to a meta-built model on either). ``capacities`` maps GPU
-    names to bytes (default :data:`GPU_CAPACITIES`) for the ``fits`` table.
+    plan; no phase depends on it (materialization assigns the sliced tensors to a meta-built model on
+    either). ``capacities`` maps GPU names to bytes (default :data:`GPU_CAPACITIES`) for the ``fits`` table.
     """
     if isinstance(config, PreTrainedModel):
         config = config.config
