@@ -117,6 +117,7 @@ def main() -> None:
     teacher.to(device).eval()
     teacher_dir = os.path.join(work, "teacher")
     teacher.save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)  # so that --teacher <work>/teacher reuses it in a later run
     dense = {
         "accuracy": accuracy(teacher, test, collator),
         "params": count_parameters(teacher),
