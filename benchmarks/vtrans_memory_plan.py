@@ -251,6 +251,7 @@ def main() -> None:
     }
     print(result["llama2_7b"]["tables"]["gradient_checkpointing"], "\n")
     print(result["llama2_7b"]["tables"]["no_gradient_checkpointing"], "\n")
+
     def write() -> None:  # after every part, so a run cut short keeps what it measured
         result["seconds"] = time.perf_counter() - started
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -115,17 +115,21 @@ def main(argv=None) -> dict:
                        "params": sum(p.numel() for p in dense.parameters()), "eval_seconds": time.perf_counter() - began,
                        "peak_memory_mb": peak_memory_mb(device)}
     print(f"dense: perplexity {dense_ppl:.2f}, generate {dense_tps:.1f} tokens/s", flush=True)
+
+    def lora_recovery(model, name: str):
+        """The same LoRA recovery for every model (same data, steps, losses, teacher); the merged model."""
+        lora_args = LoRARecoveryArguments(output_dir=os.path.join(work, f"lora-{name}"),
+                                          num_train_epochs=cli.lora_epochs, learning_rate=cli.lora_lr, **common)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            merged, _ = recover_with_lora(model, dense, recovery, lora_args)
+        return merged.to(device).eval()
+
     dense_lora_ppl = None
     if cli.dense_lora:
         began = time.perf_counter()
         copy, _ = load_smollm2(dtype=dtype)
-        copy.to(device)
-        lora_args = LoRARecoveryArguments(output_dir=os.path.join(work, "lora-dense"), num_train_epochs=cli.lora_epochs,
-                                          learning_rate=cli.lora_lr, **common)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            adapted, _ = recover_with_lora(copy, dense, recovery, lora_args)
-        adapted.to(device).eval()
+        adapted = lora_recovery(copy.to(device), "dense")
         dense_lora_ppl = ppl(adapted)
         result["dense_lora"] = {"perplexity": dense_lora_ppl, "ratio_to_dense": dense_lora_ppl / dense_ppl,
                                 "seconds": time.perf_counter() - began}
@@ -158,13 +162,8 @@ def main(argv=None) -> dict:
             report = pruned.config.pruning_report
             before = ppl(pruned)
             began = time.perf_counter()
-            lora_args = LoRARecoveryArguments(output_dir=os.path.join(work, f"lora-{method}-{sparsity}"),
-                                              num_train_epochs=cli.lora_epochs, learning_rate=cli.lora_lr, **common)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                merged, _ = recover_with_lora(pruned, dense, recovery, lora_args)
+            merged = lora_recovery(pruned, f"{method}-{sparsity}")
             lora_seconds = time.perf_counter() - began
-            merged.to(device).eval()
             after = ppl(merged)
             tps = throughput(merged)
             row = {
