@@ -44,7 +44,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--fast_epochs", type=float, default=3.0, help="pruning epochs of Fast/Faster on their fraction")
     p.add_argument("--fast_finetune_epochs", type=float, default=3.0, help="fine-tune epochs of Fast/Faster on their fraction")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.9])
-    p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"])
+    p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"],
+                   help="vtrans | fast | faster | taylor; fast and faster take an optional schedule "
+                        "'faster:EPOCHS:FINETUNE_EPOCHS' (default --fast_epochs / --fast_finetune_epochs)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--latency_batch_size", type=int, default=32)
@@ -65,6 +67,18 @@ def train_args(out: str, cli, **kw) -> dict:
     )
     base.update(kw)
     return base
+
+
+def split_method(method: str, cli) -> tuple[str, tuple[float, float]]:
+    """'faster:4:1' -> ('faster', (4.0, 1.0)): one run can hold the same variant at several schedules."""
+    kind, *schedule = method.split(":")
+    if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2) or (schedule and kind not in ("fast", "faster")):
+        raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or fast/faster:EPOCHS:FINETUNE_EPOCHS")
+    if schedule:
+        return kind, (float(schedule[0]), float(schedule[1]))
+    if kind in ("fast", "faster"):
+        return kind, (cli.fast_epochs, cli.fast_finetune_epochs)
+    return kind, (cli.epochs, cli.finetune_epochs)
 
 
 def cpu_latency(model, batch: dict, threads: int) -> float | None:
@@ -146,10 +160,11 @@ def main() -> None:
     rows = result["rows"]
     for sparsity in cli.sparsities:
         for method in cli.methods:
+            kind, schedule = split_method(method, cli)
             torch.manual_seed(cli.seed)
             student = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
             began = time.perf_counter()
-            if method == "taylor":
+            if kind == "taylor":
                 loader = torch.utils.data.DataLoader(
                     train.rename_column("label", "labels"), batch_size=cli.batch_size, collate_fn=collator, shuffle=True,
                     generator=torch.Generator().manual_seed(cli.seed),
@@ -164,12 +179,12 @@ def main() -> None:
                     hidden_index=torch.as_tensor(pruned.config.pruning_report["hidden_index"], device=device),
                 ).train()
             else:
-                small = method in ("fast", "faster")
+                small = kind in ("fast", "faster")
+                epochs, finetune_epochs = schedule
                 args = VTransTrainingArguments(**train_args(
-                    os.path.join(work, f"{method}-{sparsity}"), cli, target_sparsity=sparsity, variant=method,
-                    data_fraction=cli.fraction if small else 1.0,
-                    num_train_epochs=cli.fast_epochs if small else cli.epochs,
-                    finetune_epochs=cli.fast_finetune_epochs if small else cli.finetune_epochs,
+                    os.path.join(work, f"{method.replace(':', '_')}-{sparsity}"), cli, target_sparsity=sparsity,
+                    variant=kind, data_fraction=cli.fraction if small else 1.0,
+                    num_train_epochs=epochs, finetune_epochs=finetune_epochs,
                     **json.loads(cli.vtrans_overrides),
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
@@ -181,10 +196,12 @@ def main() -> None:
             seconds = time.perf_counter() - began
             pruned.to(device).eval()
             report = pruned.config.pruning_report
-            if method == "taylor":
+            if kind == "taylor":
                 probe_corr = None
             row = {
                 "method": method,
+                "epochs": schedule[0],
+                "finetune_epochs": schedule[1],
                 "target_sparsity": sparsity,
                 "accuracy": accuracy(pruned, test, collator),
                 "layer_sparsity": report["layer_sparsity"],
@@ -216,13 +233,16 @@ def main() -> None:
     by = {(r["method"], r["target_sparsity"]): r for r in rows}
     comparisons = []
     for sparsity in cli.sparsities:
-        v, t, f = by.get(("vtrans", sparsity)), by.get(("taylor", sparsity)), by.get(("faster", sparsity))
+        v, t = by.get(("vtrans", sparsity)), by.get(("taylor", sparsity))
         entry = {"target_sparsity": sparsity}
         if v and t:
             entry["vtrans_minus_taylor_accuracy"] = v["accuracy"] - t["accuracy"]
-        if v and f:
-            entry["faster_speedup_vs_vtrans"] = v["compression_seconds"] / f["compression_seconds"]
-            entry["faster_minus_vtrans_accuracy"] = f["accuracy"] - v["accuracy"]
+        for method in cli.methods:
+            f = by.get((method, sparsity))
+            if v and f and split_method(method, cli)[0] == "faster":
+                key = method.replace(":", "_")
+                entry[f"{key}_speedup_vs_vtrans"] = v["compression_seconds"] / f["compression_seconds"]
+                entry[f"{key}_minus_vtrans_accuracy"] = f["accuracy"] - v["accuracy"]
         comparisons.append(entry)
         print(json.dumps(entry))
     result["comparisons"] = comparisons
