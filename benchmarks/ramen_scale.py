@@ -7,7 +7,8 @@ max_length 16, batches of 512, float32, ``torch.inference_mode``), indexed with
 ``hf_compress.ramen.mining.EmbeddingIndex`` ("auto" unless ``--backend``), then 1,000 query texts (label
 texts with one word replaced, so that real neighbours exist) are searched one at a time: latency with and
 without encoding the query, recall@5 of the index against exact search, encode and build times, peak RSS
-and index size on disk.
+and index size on disk. The query encoding is timed with PyTorch and with the encoder exported to ONNX and run
+by onnxruntime (``--query_encoders``); both search the same index of PyTorch-encoded labels.
 
     python benchmarks/ramen_scale.py --num_labels 20000 --output /tmp/scale_20k.json     # check
     nice -n 10 python benchmarks/ramen_scale.py                                           # 1,000,000 labels
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,6 +100,29 @@ class Encoder:
         return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
 
+class OnnxEncoder:
+    """The same mean-pooled, normalised MiniLM embedding through onnxruntime (``hf_compress.ramen.onnx_encoder``)."""
+
+    def __init__(self, folder: str, max_length: int, threads: int):
+        from transformers import AutoTokenizer
+
+        from hf_compress.ramen import RamenEncoder
+        from hf_compress.ramen.onnx_encoder import OnnxRamenEncoder, export_encoder_onnx
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.max_length = max_length
+        encoder = RamenEncoder.from_backbone(folder, pooling="mean", normalize=True, max_seq_length=max_length)
+        self.folder = tempfile.mkdtemp(prefix="ramen_scale_onnx_")
+        start = time.perf_counter()
+        path = export_encoder_onnx(encoder, self.tokenizer, self.folder)
+        self.export_s = time.perf_counter() - start
+        self.report = json.loads((Path(path).parent / "encoder_export.json").read_text()) | {"export_s": self.export_s}
+        self.model = OnnxRamenEncoder(path, encoder.config, num_threads=threads)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, self.tokenizer, batch_size=256, max_length=self.max_length)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_labels", type=int, default=1_000_000)
@@ -108,6 +133,8 @@ def main() -> None:
     p.add_argument("--query_threads", type=int, default=1,
                    help="torch threads while encoding one query: on this shared 2-core CPU two OpenMP threads wait on each "
                         "other when another job holds a core (one short sentence took ~620 ms with 2 threads vs ~33 ms with 1)")
+    p.add_argument("--query_encoders", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"],
+                   help="time the query encoding with each (onnxruntime: the encoder exported by hf_compress.ramen.onnx_encoder)")
     p.add_argument("--backend", default="auto", help="EmbeddingIndex backend (default: the measured auto rule)")
     p.add_argument("--index_params", default="{}", help="JSON of EmbeddingIndex parameters, e.g. '{\"ef_search\": 128}'")
     p.add_argument("--model", default=None, help="encoder folder (default: hf_compress.data.minilm_path())")
@@ -210,22 +237,8 @@ def main() -> None:
     log(f"index {index!r}: build {build_s:.1f} s, +{index_rss:.0f} MB RSS, {disk / 2**20:.0f} MB on disk", log_path)
     save()
 
-    # ---- queries, one at a time ---------------------------------------------------------------------------------
+    # ---- queries, one at a time -------------------------------------------------------------------------------
     k = 5
-    torch.set_num_threads(args.query_threads)
-    for text in queries[:10]:  # warm-up
-        index.search(encoder([text]), k)
-    encode_ms, search_ms, total_ms, found = [], [], [], []
-    for text in queries:
-        t0 = time.perf_counter()
-        vector = encoder([text])
-        t1 = time.perf_counter()
-        _, ids = index.search(vector, k)
-        t2 = time.perf_counter()
-        encode_ms.append(1e3 * (t1 - t0))
-        search_ms.append(1e3 * (t2 - t1))
-        total_ms.append(1e3 * (t2 - t0))
-        found.append(ids[0])
 
     def stats(values):
         return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95)), "mean": float(np.mean(values))}
@@ -235,7 +248,42 @@ def main() -> None:
     exact = EmbeddingIndex(embeddings.shape[1], backend="exact", num_threads=args.threads)
     exact.add(embeddings)
     _, truth = exact.search(query_vectors, k)
-    recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
+    del exact
+
+    encoders = {"torch": encoder}
+    if "onnxruntime" in args.query_encoders:
+        encoders["onnxruntime"] = OnnxEncoder(args.model or minilm_path(), args.max_length, args.query_threads)
+        result["onnx_export"] = encoders["onnxruntime"].report
+        gap = float(np.abs(encoders["onnxruntime"](queries[:256]) - query_vectors[:256]).max())
+        result["onnx_export"]["max_abs_diff_vs_torch_on_256_queries"] = gap
+        log(f"onnxruntime query encoder: exported in {encoders['onnxruntime'].export_s:.1f} s, max abs diff vs torch {gap:.1e}", log_path)
+    for name in args.query_encoders:
+        encode = encoders[name]
+        torch.set_num_threads(args.query_threads)
+        for text in queries[:10]:  # warm-up
+            index.search(encode([text]), k)
+        encode_ms, search_ms, total_ms, found = [], [], [], []
+        for text in queries:
+            t0 = time.perf_counter()
+            vector = encode([text])
+            t1 = time.perf_counter()
+            _, ids = index.search(vector, k)
+            t2 = time.perf_counter()
+            encode_ms.append(1e3 * (t1 - t0))
+            search_ms.append(1e3 * (t2 - t1))
+            total_ms.append(1e3 * (t2 - t0))
+            found.append(ids[0])
+        recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
+        key = "queries" if name == "torch" else f"queries_{name}"
+        result[key] = {"query_encoder": name, "count": len(queries), "k": k, "recall@5_vs_exact": recall,
+                       "latency_ms_with_encoding": stats(total_ms), "latency_ms_search_only": stats(search_ms),
+                       "latency_ms_query_encoding": stats(encode_ms),
+                       "example": {"query": queries[0], "top5": [labels[i] for i in found[0] if i >= 0]}}
+        save()
+        log(f"queries ({name} encoder): recall@5 {recall:.4f}; per query median {np.median(total_ms):.2f} ms with encoding "
+            f"(p95 {np.percentile(total_ms, 95):.2f}; encoding {np.median(encode_ms):.2f}), search only {np.median(search_ms):.3f} ms "
+            f"(p95 {np.percentile(search_ms, 95):.3f}); peak RSS {result['peak_rss_mb']:.0f} MB", log_path)
+    torch.set_num_threads(args.threads)
     # search-only latency with one index thread too
     index.params["num_threads"] = 1
     single = []
@@ -243,15 +291,9 @@ def main() -> None:
         t0 = time.perf_counter()
         index.search(vector[None], k)
         single.append(1e3 * (time.perf_counter() - t0))
-    result["queries"] = {"count": len(queries), "k": k, "recall@5_vs_exact": recall,
-                         "latency_ms_with_encoding": stats(total_ms), "latency_ms_search_only": stats(search_ms),
-                         "latency_ms_query_encoding": stats(encode_ms), "latency_ms_search_only_1thread": stats(single),
-                         "example": {"query": queries[0], "top5": [labels[i] for i in found[0] if i >= 0]}}
+    result["latency_ms_search_only_1thread"] = stats(single)
     result["loadavg"] = os.getloadavg()
     save()
-    log(f"queries: recall@5 {recall:.4f}; per query median {np.median(total_ms):.2f} ms with encoding "
-        f"(p95 {np.percentile(total_ms, 95):.2f}), search only {np.median(search_ms):.3f} ms (p95 {np.percentile(search_ms, 95):.3f}); "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB", log_path)
 
 
 if __name__ == "__main__":

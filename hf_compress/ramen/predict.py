@@ -110,9 +110,21 @@ class XCPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike, index_backend: str | None = None, revision: str | None = None
+        cls,
+        folder: str | os.PathLike,
+        index_backend: str | None = None,
+        revision: str | None = None,
+        encoder_backend: str = "torch",
+        num_threads: int | None = None,
     ) -> "XCPredictor":
-        """Load from a local folder or a Hub repo id (the whole snapshot: encoder, tokenizer and ``xc/``)."""
+        """Load from a local folder or a Hub repo id (the whole snapshot: encoder, tokenizer and ``xc/``).
+
+        ``encoder_backend="onnxruntime"`` encodes queries with ``onnx/encoder.onnx`` (exported on first use, checked
+        against PyTorch): the same embeddings, about 3x lower single-query latency on CPU. ``num_threads`` sets
+        onnxruntime's intra-op threads (default: its own choice).
+        """
+        if encoder_backend not in ("torch", "onnxruntime"):
+            raise ValueError(f"encoder_backend must be 'torch' or 'onnxruntime', got {encoder_backend!r}.")
         from transformers import AutoTokenizer
 
         if not Path(folder).exists() and "/" in str(folder):
@@ -134,9 +146,16 @@ class XCPredictor:
         classifier = None
         if (xc / "classifier.safetensors").is_file():
             classifier = OneVsAllClassifier.from_saved(load_file(str(xc / "classifier.safetensors")))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if encoder_backend == "onnxruntime":
+            from .onnx_encoder import OnnxRamenEncoder
+
+            encoder = OnnxRamenEncoder.from_pretrained(folder, num_threads=num_threads, tokenizer=tokenizer)
+        else:
+            encoder = RamenEncoder.from_pretrained(folder)
         return cls(
-            RamenEncoder.from_pretrained(folder),
-            AutoTokenizer.from_pretrained(folder),
+            encoder,
+            tokenizer,
             label_texts,
             label_embeddings=embeddings,
             classifier=classifier,
