@@ -159,13 +159,16 @@ def test_cli_trains_on_an_xc_repository_folder(tmp_path, tokenizer, capsys):
     tokenizer.save_pretrained(backbone)
     code = main(["ramen", "--dataset", str(tmp_path / "xc"), "--model_name_or_path", str(backbone), "--output_dir",
                  str(tmp_path / "run"), "--graph_weights", "cites=0.2", "--num_train_epochs", "1",
-                 "--per_device_train_batch_size", "16", "--use_cpu", "true"])
+                 "--per_device_train_batch_size", "16", "--use_cpu", "true", "--export_onnx", "true"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "untrained" in out and "P@5" in out
+    assert "untrained" in out and "P@5" in out and "ONNX query encoder" in out
     results = json.loads((tmp_path / "run" / "ramen_results.json").read_text())
-    assert set(results) >= {"untrained", "trained", "saved_to"}
+    assert set(results) >= {"untrained", "trained", "saved_to", "onnx_encoder"}
     assert (tmp_path / "run" / "xc" / "predictor.json").is_file()
+    fast = XCPredictor.from_pretrained(tmp_path / "run", encoder_backend="onnxruntime")  # uses the exported graph
+    plain = XCPredictor.from_pretrained(tmp_path / "run")
+    assert [r["label_id"] for r in fast.predict("w1 w2", k=3)] == [r["label_id"] for r in plain.predict("w1 w2", k=3)]
     assert main(["ramen", "--dataset", str(tmp_path / "nowhere")]) == 2
     assert "Extreme Classification Repository" in capsys.readouterr().err
 

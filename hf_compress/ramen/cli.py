@@ -41,6 +41,11 @@ class RamenScriptArguments:
     split_seed: int = field(default=0, metadata={"help": "citeulike: seed of the train/test split."})
     max_train: int | None = field(default=None, metadata={"help": "Use only the first N training points."})
     evaluate_before: bool = field(default=True, metadata={"help": "Also report the untrained encoder's metrics."})
+    export_onnx: bool = field(
+        default=False,
+        metadata={"help": "Also export the encoder to <saved>/onnx/encoder.onnx for onnxruntime queries "
+                          "(XCPredictor.from_pretrained(dir, encoder_backend='onnxruntime'))."},
+    )
 
 
 def parse_ramen_args(argv: list[str]):
@@ -92,6 +97,10 @@ def run_ramen(argv: list[str]) -> dict:
         summary["classifier_stage"] = trainer.train_classifier()
         summary["trained_with_classifier"] = trainer.evaluate(metric_key_prefix="classifier")
     summary["saved_to"] = trainer.save_predictor()
+    if script.export_onnx:
+        from .onnx_encoder import export_encoder_onnx
+
+        summary["onnx_encoder"] = str(export_encoder_onnx(trainer.model, tokenizer, summary["saved_to"]))
     with open(os.path.join(args.output_dir, "ramen_results.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     return summary
@@ -105,3 +114,5 @@ def print_summary(summary: dict) -> None:
         values = {k.split("_", 1)[1]: v for k, v in metrics.items() if "_" in k}
         print(" | ".join([name] + [f"{values.get(k, float('nan')):.2f}" for k in keys]))
     print(f"\nSaved predictor (sentence-transformers + label index): {summary['saved_to']}")
+    if "onnx_encoder" in summary:
+        print(f"ONNX query encoder (onnxruntime): {summary['onnx_encoder']}")
