@@ -128,28 +128,46 @@ class RamenEncoder(RamenPreTrainedModel):
         max_length: int | None = None,
     ) -> np.ndarray:
         """Embeddings [len(texts), dim] float32 of raw texts, in order (batched by length for speed)."""
-        from tqdm.auto import tqdm
-
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        max_length = max_length or self.config.max_seq_length
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="encode", disable=not show_progress, unit="batch"):
-            rows = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-            )
-            embedding = self(**{k: v.to(device) for k, v in batch.items()}).pooler_output
-            out[rows] = embedding.float().cpu().numpy()
-        self.train(was_training)
-        return out
+
+        def embed(batch) -> np.ndarray:
+            return self(**{k: v.to(device) for k, v in batch.items()}).pooler_output.float().cpu().numpy()
+
+        try:
+            return encode_in_length_order(texts, tokenizer, embed, self.config.hidden_size, batch_size,
+                                          max_length or self.config.max_seq_length, show_progress, return_tensors="pt")
+        finally:
+            self.train(was_training)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
         write_sentence_transformers_files(save_directory, self.config)
+
+
+def encode_in_length_order(
+    texts: list[str],
+    tokenizer,
+    embed,
+    dim: int,
+    batch_size: int,
+    max_length: int,
+    show_progress: bool = False,
+    return_tensors: str = "pt",
+) -> np.ndarray:
+    """``embed(tokenized batch) -> [b, dim]`` over ``texts`` sorted by length (less padding), rows back in input
+    order. Shared by the PyTorch encoder and the onnxruntime one so both batch the same way."""
+    from tqdm.auto import tqdm
+
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress, unit="batch"):
+        rows = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                          return_tensors=return_tensors)
+        out[rows] = embed(batch)
+    return out
 
 
 def write_sentence_transformers_files(save_directory: str | os.PathLike, config: RamenConfig) -> None:

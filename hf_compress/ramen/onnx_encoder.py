@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .configuration_ramen import RamenConfig
-from .modeling_ramen import RamenEncoder
+from .modeling_ramen import RamenEncoder, encode_in_length_order
 
 logger = logging.getLogger(__name__)
 
@@ -190,18 +190,14 @@ class OnnxRamenEncoder:
         max_length: int | None = None,
     ) -> np.ndarray:
         """Embeddings [len(texts), dim] float32, in order; the same batching by length as the PyTorch encoder."""
-        from tqdm.auto import tqdm
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-        max_length = max_length or self.config.max_seq_length
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress, unit="batch"):
-            rows = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        def embed(batch) -> np.ndarray:
             feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
             if feeds["input_ids"].shape[1] < 2:  # the graph's sequence axis starts at 2: pad one masked position
-                pad_id = (tokenizer.pad_token_id or 0) if tokenizer.pad_token_id is not None else 0
                 feeds = {name: np.pad(v, ((0, 0), (0, 1)), constant_values=pad_id if name == "input_ids" else 0)
                          for name, v in feeds.items()}
-            out[rows] = self.session.run(None, feeds)[0]
-        return out
+            return self.session.run(None, feeds)[0]
+
+        return encode_in_length_order(texts, tokenizer, embed, self.config.hidden_size, batch_size,
+                                      max_length or self.config.max_seq_length, show_progress, return_tensors="np")
