@@ -49,6 +49,7 @@ trainer.train_classifier()
 print("with classifier:", trainer.evaluate(metric_key_prefix="classifier"))
 folder = trainer.save_predictor()
 
-predictor = XCPredictor.from_pretrained(folder)
+# queries encoded by onnxruntime (the encoder exported to <folder>/onnx/ on first use): same scores, faster on CPU
+predictor = XCPredictor.from_pretrained(folder, encoder_backend="onnxruntime")
 for hit in predictor.predict("Community structure in social and biological networks", k=5):
     print(f"{hit['score']:.3f}  {hit['label']}")
