@@ -4,7 +4,9 @@
 the citation graph, (d) RAMEN with citation + co-readership graphs, (e) (c)/(d) plus the one-vs-all classifier
 stage, and (cr) (c) with the citation graph re-weighted by the encoder's cosine similarities, normalised
 (D^-1/2 W D^-1/2), pruned at --graph_min_weight and sampled by edge weight (selected with "cr" only), and (u)
-RAMEN with the co-readership graph alone (selected with "u" only). Same seed, data, steps and schedule for every trained variant; reports P@1/3/5, nDCG@5, PSP@1/3/5,
+RAMEN with the co-readership graph alone (selected with "u" only); (cs) / (ds) are (c) / (d) whose graph loss
+does not use as negatives the anchors of in-batch points that share a label with the point
+(``graph_negatives="shared_label"``; selected with "cs" / "ds" only). Same seed, data, steps and schedule for every trained variant; reports P@1/3/5, nDCG@5, PSP@1/3/5,
 training time, per-query inference latency (encode + label search, one query at a time) and the saved model
 size, then the relative gains of (c)/(d) over (b). Writes JSON under benchmarks/results/.
 
@@ -41,6 +43,8 @@ VARIANTS = {
     "c_citation": ("c", "citation={w}", {}),
     "d_citation_coread": ("d", "citation={w},coread={w}", {}),
     "u_coread": ("u", "coread={w}", {}),
+    "c_citation_label_aware": ("cs", "citation={w}", {"graph_negatives": "shared_label"}),
+    "d_citation_coread_label_aware": ("ds", "citation={w},coread={w}", {"graph_negatives": "shared_label"}),
     "c_citation_reweighted": ("cr", "citation={w}", {"graph_reweight": True}),
 }
 REPORTED = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")

@@ -165,6 +165,45 @@ def test_collator_masks_come_from_the_full_label_matrix(tokenizer):
     assert label_ids == [0, 1, 2]
 
 
+def test_ignored_candidates_are_neither_positive_nor_negative():
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(7, 8), dim=-1)
+    pos = torch.zeros(3, 7, dtype=torch.bool)
+    pos[0, 0] = pos[1, 1] = pos[2, 2] = True
+    ignore = torch.zeros(3, 7, dtype=torch.bool)
+    ignore[:, 5] = True  # candidate 5 ignored by every query: the same as not having it
+    ignore[0, 6] = True  # candidate 6 ignored by query 0 only
+    got = multi_positive_triplet_loss(q, c, pos, margin=0.5, num_negatives=2, ignore_bm=ignore)
+    # by hand: every (query, positive) pair against its two hardest allowed negatives
+    scores = q @ c.T
+    terms = []
+    for b in range(3):
+        allowed = [m for m in range(7) if not pos[b, m] and not ignore[b, m]]
+        hard = sorted((float(scores[b, m]) for m in allowed), reverse=True)[:2]
+        terms += [max(0.0, h - float(scores[b, b]) + 0.5) for h in hard]
+    assert got.item() == pytest.approx(sum(terms) / len(terms), abs=1e-6)
+    plain = multi_positive_triplet_loss(q, c, pos, margin=0.5, num_negatives=2)
+    assert got.item() != pytest.approx(plain.item())
+
+
+def test_collator_spares_anchors_of_points_sharing_a_label(tokenizer):
+    # points 0 and 1 share label 1; point 2 shares none. Each point links one anchor of its own.
+    labels = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    graph = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    features = [{"point_id": 0}, {"point_id": 1}, {"point_id": 2}]
+    plain = RamenCollator(tokenizer, ["w1", "w2", "w3"], labels, ["w10", "w11", "w12"],
+                          graphs={"cites": (graph, ["w20", "w21", "w22"])}, seed=0)(features)
+    assert "graph_cites_spared" not in plain
+    batch = RamenCollator(tokenizer, ["w1", "w2", "w3"], labels, ["w10", "w11", "w12"],
+                          graphs={"cites": (graph, ["w20", "w21", "w22"])}, seed=0, graph_negatives="shared_label")(features)
+    assert batch["graph_cites_linked"].numpy().tolist() == np.eye(3, dtype=bool).tolist()
+    # point 0 does not push away point 1's anchor (and vice versa); point 2's anchor stays a negative for both
+    assert batch["graph_cites_spared"].numpy().tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    with pytest.raises(ValueError, match="graph_negatives"):
+        RamenCollator(tokenizer, ["w1"], sp.csr_matrix((1, 3)), ["a", "b", "c"], graph_negatives="some")
+
+
 def test_collator_rejects_mismatched_inputs(tokenizer):
     with pytest.raises(ValueError, match="point texts"):
         RamenCollator(tokenizer, ["w1"], sp.csr_matrix((2, 3)), ["a", "b", "c"])

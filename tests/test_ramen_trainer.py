@@ -313,3 +313,25 @@ def test_graph_reweight_on_a_citeulike_slice_reuses_point_embeddings_for_train_t
     pruned = trainer.collator.graphs["citation"][0]
     assert pruned.shape == graph.matrix.shape == (256, 10721) and pruned.nnz == log["graph_citation_edges_kept"]
     assert trainer.state.global_step == 3
+
+
+def test_label_aware_graph_negatives_reach_the_loss(tmp_path, tokenizer):
+    data = synthetic_data()
+    args = arguments(tmp_path, graph_weights="cites=0.5", graph_negatives="shared_label")
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    spared = batch["graph_cites_spared"]
+    assert spared.shape == batch["graph_cites_linked"].shape and not bool((spared & batch["graph_cites_linked"]).any())
+    assert bool(spared.any())  # the synthetic graph links label-sharing points, so some anchors are spared
+    # the trainer's loss uses the mask: the same batch scores differently without it
+    model = trainer.model.eval()
+    with torch.no_grad():
+        with_mask = float(trainer.compute_loss(model, dict(batch)))
+        without = dict(batch)
+        without.pop("graph_cites_spared")
+        plain = float(trainer.compute_loss(model, without))
+    assert with_mask != pytest.approx(plain)
+    trainer.train()
+    assert any("loss_graph_cites" in log for log in trainer.state.log_history)
+    with pytest.raises(ValueError, match="graph_negatives"):
+        arguments(tmp_path, graph_negatives="none")

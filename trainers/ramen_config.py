@@ -40,6 +40,12 @@ class RamenTrainingArguments(TrainingArguments):
         metadata={"help": "Metadata graphs used as regularizers and their weights, e.g. 'citation=0.2,coread=0.2'."},
     )
     anchors_per_point: int = field(default=1, metadata={"help": "Graph neighbours sampled per point per batch."})
+    graph_negatives: str = field(
+        default="all",
+        metadata={"help": "Which in-batch anchors are a point's graph negatives: 'all' not linked to it, or 'shared_label': "
+                          "not the anchors of in-batch points that share a label with it (cluster batches make those "
+                          "the hardest, and mostly relevant)."},
+    )
     graph_reweight: bool = field(
         default=False,
         metadata={"help": "Before training and at every mining refresh, weight each graph edge by max(cos(point, anchor), 0) "
@@ -91,6 +97,8 @@ class RamenTrainingArguments(TrainingArguments):
             raise ValueError("cluster_size, cluster_refresh_epochs and mined_negatives must be >= 0.")
         if self.graph_min_weight < 0:
             raise ValueError(f"graph_min_weight must be >= 0, got {self.graph_min_weight}.")
+        if self.graph_negatives not in ("all", "shared_label"):
+            raise ValueError(f"graph_negatives must be 'all' or 'shared_label', got {self.graph_negatives!r}.")
         if self.fusion_weight is not None and not 0.0 <= self.fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight must be in [0, 1], got {self.fusion_weight}.")
         self.bandit_arm_values = [float(v) for v in self.bandit_arms.split(",") if v.strip()]

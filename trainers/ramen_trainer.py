@@ -136,6 +136,7 @@ class RamenTrainer(Trainer):
             max_length=args.max_seq_length,
             anchors_per_point=args.anchors_per_point,
             seed=args.seed + args.process_index,
+            graph_negatives=args.graph_negatives,
         )
         if train_dataset is None:
             train_dataset = data.train.to_dataset().select_columns(["point_id"])
@@ -285,6 +286,7 @@ class RamenTrainer(Trainer):
         inputs.pop("point_ids", None)
         label_positive = inputs.pop("label_positive")
         linked = {name: inputs.pop(f"graph_{name}_linked") for name in self.graph_names}
+        spared = {name: inputs.pop(f"graph_{name}_spared", None) for name in self.graph_names}
         embeddings = model(**inputs).pooler_output
         parts = torch.split(embeddings, sizes, dim=0)
         points, labels = parts[0], parts[1]
@@ -304,7 +306,7 @@ class RamenTrainer(Trainer):
             self.bandit.reward(float(self.accelerator.reduce(p_at_1.to(embeddings.device), "mean")))
             weights.update(self.bandit.choose())
         for name, anchors in zip(self.graph_names, parts[2:]):
-            graph_loss = graph_regularizer(points, anchors, linked[name], **options)
+            graph_loss = graph_regularizer(points, anchors, linked[name], spared_ba=spared[name], **options)
             loss = loss + weights.get(name, 0.0) * graph_loss
             self._extra_logs[f"loss_graph_{name}"].append(float(graph_loss.detach()))
             self._extra_logs[f"graph_weight_{name}"].append(float(weights.get(name, 0.0)))

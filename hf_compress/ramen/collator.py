@@ -27,6 +27,9 @@ class RamenCollator:
     [num_points, k] label ids, -1 padded) adds one mined hard-negative label per point to the candidates.
     ``weighted_graphs`` names the graphs whose anchors are drawn with probability proportional to the edge weight
     (without replacement; zero-weight edges are never drawn); the others, and the labels, are drawn uniformly.
+    ``graph_negatives="shared_label"`` adds ``graph_<name>_spared`` [B, A]: the anchors of in-batch points that share a
+    label with a point are not negatives for it. Cluster batches put similar points together, so without it their
+    anchors, mostly relevant texts, are a point's hardest graph negatives. Only the batch points' labels are used.
     """
 
     tokenizer: object
@@ -40,8 +43,11 @@ class RamenCollator:
     seed: int = 0
     mined_negatives: np.ndarray | None = None
     weighted_graphs: set[str] = field(default_factory=set)
+    graph_negatives: str = "all"
 
     def __post_init__(self) -> None:
+        if self.graph_negatives not in ("all", "shared_label"):
+            raise ValueError(f"RamenCollator: graph_negatives must be 'all' or 'shared_label', got {self.graph_negatives!r}.")
         self.labels = sp.csr_matrix(self.labels)
         if self.labels.shape[0] != len(self.point_texts):
             raise ValueError(
@@ -119,12 +125,19 @@ class RamenCollator:
         batch: dict[str, torch.Tensor] = {}
         sizes = [len(point_ids), len(label_ids)]
         batch["label_positive"] = torch.from_numpy(self.labels[point_ids][:, label_ids].toarray() > 0)
+        if self.graph_negatives == "shared_label" and self.graphs:
+            point_labels = self.labels[point_ids]
+            shares_bb = (point_labels @ point_labels.T).toarray() > 0  # includes the point itself
         for name, (matrix, anchor_texts) in self.graphs.items():
             sampled = self._sample_neighbours(matrix, point_ids, self.anchors_per_point, weighted=name in self.weighted_graphs)
             anchor_ids = np.unique(np.asarray(sampled, dtype=np.int64))
             texts += [anchor_texts[i] for i in anchor_ids]
             sizes.append(len(anchor_ids))
-            batch[f"graph_{name}_linked"] = torch.from_numpy(matrix[point_ids][:, anchor_ids].toarray() > 0)
+            linked_ba = matrix[point_ids][:, anchor_ids].toarray() > 0
+            batch[f"graph_{name}_linked"] = torch.from_numpy(linked_ba)
+            if self.graph_negatives == "shared_label":
+                spared_ba = (shares_bb.astype(np.int32) @ linked_ba.astype(np.int32)) > 0
+                batch[f"graph_{name}_spared"] = torch.from_numpy(spared_ba & ~linked_ba)
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch.update(encoded)
         batch["segment_sizes"] = torch.tensor(sizes, dtype=torch.long)

@@ -20,11 +20,13 @@ def multi_positive_triplet_loss(
     num_negatives: int = 5,
     temperature: float | None = None,
     row_mask_b: torch.Tensor | None = None,
+    ignore_bm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean hinge over (query, positive, hard negative) triples; 0 (with a graph) when nothing applies.
 
     ``temperature`` weights each query's negatives by softmax(s_neg / temperature) instead of uniformly (the
     hardest count most). ``row_mask_b`` drops queries (e.g. points with no graph neighbour in this batch).
+    ``ignore_bm`` marks candidates that are neither positive nor negative for a query (likely relevant, unconfirmed).
     """
     if query_bd.dim() != 2 or candidate_md.dim() != 2 or query_bd.shape[1] != candidate_md.shape[1]:
         raise ValueError(
@@ -37,12 +39,13 @@ def multi_positive_triplet_loss(
             f"[B={query_bd.shape[0]}, M={candidate_md.shape[0]}]."
         )
     positive_bm = positive_bm.bool()
+    not_negative_bm = positive_bm if ignore_bm is None else positive_bm | ignore_bm.bool()
     scores_bm = query_bd @ candidate_md.T
-    negatives_available = (~positive_bm).sum(dim=1)
+    negatives_available = (~not_negative_bm).sum(dim=1)
     k = int(min(num_negatives, candidate_md.shape[0]))
     if k == 0:
         return scores_bm.sum() * 0.0
-    negative_scores_bm = scores_bm.masked_fill(positive_bm, float("-inf"))
+    negative_scores_bm = scores_bm.masked_fill(not_negative_bm, float("-inf"))
     hard_bk, _ = negative_scores_bm.topk(k, dim=1)
     valid_bk = torch.isfinite(hard_bk)
     hard_bk = torch.where(valid_bk, hard_bk, torch.zeros_like(hard_bk))
@@ -69,9 +72,12 @@ def graph_regularizer(
     anchor_ad: torch.Tensor,
     linked_ba: torch.Tensor,
     has_anchor_b: torch.Tensor | None = None,
+    spared_ba: torch.Tensor | None = None,
     **triplet_kwargs,
 ) -> torch.Tensor:
-    """The triplet loss with graph neighbours as positives (points without a sampled neighbour are skipped)."""
+    """The triplet loss with graph neighbours as positives (points without a sampled neighbour are skipped);
+    ``spared_ba`` marks anchors that are not used as negatives for a point (see ``RamenCollator.graph_negatives``)."""
     if has_anchor_b is None:
         has_anchor_b = linked_ba.any(dim=1)
-    return multi_positive_triplet_loss(point_bd, anchor_ad, linked_ba, row_mask_b=has_anchor_b, **triplet_kwargs)
+    return multi_positive_triplet_loss(point_bd, anchor_ad, linked_ba, row_mask_b=has_anchor_b, ignore_bm=spared_ba,
+                                       **triplet_kwargs)
