@@ -102,6 +102,7 @@ def write(result: dict, path: str) -> None:
 
 def main() -> None:
     cli = parse()
+    plans = {method: split_method(method, cli) for method in cli.methods}  # a bad --methods fails before any training
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.manual_seed(cli.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,7 +161,7 @@ def main() -> None:
     rows = result["rows"]
     for sparsity in cli.sparsities:
         for method in cli.methods:
-            kind, schedule = split_method(method, cli)
+            kind, schedule = plans[method]
             torch.manual_seed(cli.seed)
             student = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
             began = time.perf_counter()
@@ -239,7 +240,7 @@ def main() -> None:
             entry["vtrans_minus_taylor_accuracy"] = v["accuracy"] - t["accuracy"]
         for method in cli.methods:
             f = by.get((method, sparsity))
-            if v and f and split_method(method, cli)[0] == "faster":
+            if v and f and plans[method][0] == "faster":
                 key = method.replace(":", "_")
                 entry[f"{key}_speedup_vs_vtrans"] = v["compression_seconds"] / f["compression_seconds"]
                 entry[f"{key}_minus_vtrans_accuracy"] = f["accuracy"] - v["accuracy"]

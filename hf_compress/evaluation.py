@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -55,6 +56,20 @@ def latency_batch(dataset, collator, batch_size: int = 32, seed: int = 0) -> dic
     columns = [c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
     rows = dataset.select(sorted(order.tolist())).select_columns(columns)
     return collator([rows[i] for i in range(len(rows))])
+
+
+def ort_session(model: str | bytes | os.PathLike, num_threads: int | None = None):
+    """An onnxruntime CPU session for an ONNX file or serialized graph; ``num_threads`` intra-op threads (and one
+    inter-op thread) when set, onnxruntime's own choice otherwise. Warnings below errors are not logged."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def count_parameters(model) -> int:

@@ -285,17 +285,6 @@ def _export_optimum(model, source: str | None, output_dir: str, opset: int, batc
 # validation and latency
 
 
-def _ort_session(onnx_path: str, num_threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if num_threads:
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-
-
 def _synthetic_images(count: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
     """Smooth colour blobs with a little texture: uint8 [count, size, size, channels] (image statistics, not noise)."""
     import torch
@@ -502,8 +491,10 @@ def export_onnx(
 
             default_image_processor(model.config).save_pretrained(output_dir)
 
+    from ..evaluation import ort_session
+
     threads = int(num_threads or torch.get_num_threads())
-    session = _ort_session(onnx_path, threads)
+    session = ort_session(onnx_path, threads)
     report = ExportReport(
         source=description,
         output_dir=os.path.abspath(output_dir),

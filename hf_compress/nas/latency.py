@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation import ort_session
 from .configuration_dcanas import DCANASConfig
 from .jsonio import load_json, save_json
 from .ops import build_op
@@ -148,16 +149,6 @@ def export_onnx(module: nn.Module, example: torch.Tensor) -> bytes:
             torch.onnx.export(module, (example,), buffer, dynamo=True, input_names=["pixel_values"],
                               output_names=["output"])
     return buffer.getvalue()
-
-
-def ort_session(onnx_bytes: bytes, threads: int = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def measure_module(

@@ -48,10 +48,11 @@ def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget:
     return cost_model.derive_within(raw, probs, table_budget, repair=True, fill=fill)[0]
 
 
-def _edit_proposal(cost_model, probs, parents, measured: dict, inner_low: float, inner_high: float, aim: float):
+def _edit_proposal(cost_model, probs, parents, measured, inner_low: float, inner_high: float, aim: float):
     """The next cell to measure among those one (else two) op changes away from ``parents`` (measured
     ``(genotype, estimate, ms)``): predicted at estimate x the parent's measured / estimated ratio, the most
-    probable one predicted inside ``[inner_low, inner_high]``, else the one predicted closest to ``aim``."""
+    probable one predicted inside ``[inner_low, inner_high]``, else the one predicted closest to ``aim``.
+    ``measured``: the genotype strings already measured (skipped)."""
     best = None
     for max_changes in (1, 2):
         for parent, parent_estimate, parent_ms in parents:
@@ -103,8 +104,7 @@ def fit_measured_latency(
     low, aim = (1.0 - tolerance) * budget_ms, (1.0 - tolerance / 2.0) * budget_ms
     inner_low, inner_high = low + margin * budget_ms, (1.0 - margin) * budget_ms
     lo_cost, hi_cost = cost_model.feasible_range()
-    measured: dict[str, float] = {}
-    records: dict[str, tuple[object, float, float]] = {}  # key -> (genotype, estimate, measured ms)
+    measured: dict[str, tuple[object, float, float]] = {}  # str(genotype) -> (genotype, estimate, measured ms)
     trials: list[dict] = []
     table_budget = float(budget_ms)
     # table budgets known to give a candidate measured under / over the inner window: later proposals stay
@@ -124,10 +124,10 @@ def fit_measured_latency(
             options.append(cost_model.repair(slow_genotype, probs, table_budget)[0])
         genotype = next((g for g in options if str(g) not in measured), None)
         source = "derive"
-        if genotype is None and explore_edits and records:
+        if genotype is None and explore_edits and measured:
             # the derivation has nothing new: try the cells a few op changes from the closest measured ones
-            fast = [r for r in records.values() if r[2] < inner_low]
-            slow = [r for r in records.values() if r[2] > inner_high]
+            fast = [r for r in measured.values() if r[2] < inner_low]
+            slow = [r for r in measured.values() if r[2] > inner_high]
             parents = [max(fast, key=lambda r: r[2])] if fast else []
             parents += [min(slow, key=lambda r: r[2])] if slow else []
             proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim)
@@ -141,13 +141,12 @@ def fit_measured_latency(
         estimate = float(cost_model.derived(genotype))
         repeat = key in measured
         if repeat:
-            ms = measured[key]
+            ms = measured[key][2]
             trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "repeat": True,
                            "source": source})
         else:
             ms = float(measure(genotype))
-            measured[key] = ms
-            records[key] = (genotype, estimate, ms)
+            measured[key] = (genotype, estimate, ms)
             trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "source": source,
                            "estimated_ms": estimate, "measured_ms": ms, "measured_over_budget": ms / budget_ms})
             logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation import ort_session
 from .configuration_ramen import RamenConfig
 from .modeling_ramen import RamenEncoder, encode_in_length_order
 
@@ -95,7 +96,7 @@ def export_encoder_onnx(
             )
             program.optimize()
             program.save(str(path))
-        session = _session(path, None)
+        session = ort_session(path)
         check = tokenizer(list(_CHECK_TEXTS), padding=True, truncation=True, max_length=encoder.config.max_seq_length, return_tensors="pt")
         with torch.inference_mode():
             reference = encoder(**{name: check[name] for name in names}).pooler_output.numpy()
@@ -119,17 +120,6 @@ def export_encoder_onnx(
     return path
 
 
-def _session(path: str | os.PathLike, num_threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if num_threads:
-        options.intra_op_num_threads = int(num_threads)
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class OnnxRamenEncoder:
     """Drop-in for :meth:`RamenEncoder.encode` (and so for ``XCPredictor``'s encoder), backed by onnxruntime."""
 
@@ -138,9 +128,8 @@ class OnnxRamenEncoder:
             raise FileNotFoundError(f"No ONNX encoder at {onnx_path}: export one with export_encoder_onnx(encoder, tokenizer, folder).")
         self.config = config
         self.onnx_path = Path(onnx_path)
-        self.session = _session(onnx_path, num_threads)
+        self.session = ort_session(onnx_path, num_threads)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
-        self.training = False
         self.source_folder: Path | None = None  # the saved PyTorch encoder this graph came from, if known
 
     @classmethod
@@ -159,9 +148,6 @@ class OnnxRamenEncoder:
         encoder = cls(path, RamenConfig.from_pretrained(folder), num_threads=num_threads)
         encoder.source_folder = folder
         return encoder
-
-    def eval(self) -> "OnnxRamenEncoder":
-        return self
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         """Write the graph and config into ``save_directory``, with the PyTorch encoder it came from when known,
