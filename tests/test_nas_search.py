@@ -756,6 +756,59 @@ def test_latency_fit_tries_nearby_cells_when_the_table_misorders_networks():
     assert inside[True] > inside[False] and inside[True] >= 0.75 * cases, (inside, cases)
 
 
+def test_device_correction_learns_the_op_costs_of_the_device():
+    """Where each op type runs at its own factor of the table, a fit to a few measured networks predicts other
+    networks far better than the table rescaled by one ratio (what the parent-ratio prediction does)."""
+    from hf_compress.nas.latency_fit import DeviceCorrection
+
+    model = CostModel.for_space("nb201", "params")
+    factor = np.array([1.0, 1.0, 0.6, 1.5, 1.0])  # none, skip, conv1x1, conv3x3, pool (params: only convs cost)
+    ops = model.space.ops
+
+    def device(genotype) -> float:
+        return 1.1 * model.skeleton + sum(model.tables[k][e, o] * factor[o] for k, e, o, _ in model._slots(genotype))
+
+    rng = np.random.default_rng(0)
+    cells = [NB201Genotype.from_ops([ops[i] for i in rng.integers(0, len(ops), 6)]) for _ in range(40)]
+    correction = DeviceCorrection(model)
+    for cell in cells[:8]:
+        correction.add(cell, device(cell))
+    ratio = np.mean([device(c) / model.derived(c) for c in cells[:8]])
+    learnt = np.mean([abs(correction.predict(c) / device(c) - 1) for c in cells[8:]])
+    rescaled = np.mean([abs(ratio * model.derived(c) / device(c) - 1) for c in cells[8:]])
+    assert learnt < 0.02 and learnt < 0.25 * rescaled, (learnt, rescaled)
+    prior_only = DeviceCorrection(model)
+    assert prior_only.weights == pytest.approx(np.ones(1 + len(ops)))  # nothing measured: the table itself
+
+
+def test_latency_fit_edits_reach_three_op_changes_on_small_cells():
+    """When no NB201 cell one or two op changes from the closest measured candidate is predicted inside the window,
+    the next proposal is three changes away; DARTS genotypes (16 chosen ops) stop at two."""
+    from hf_compress.nas.latency_fit import _edit_proposal
+
+    model = CostModel.for_space("nb201", "params")
+    probs = _alpha_probs(0)
+    parent = NB201_LARGEST
+    estimate = model.derived(parent)
+    near = {round(cost) for _, cost, _ in model.edits(parent, probs, max_changes=2)}
+    three = [(g, cost) for g, cost, _ in model.edits(parent, probs, max_changes=3)
+             if all(abs(cost - c) > 2000 for c in near)]
+    assert three, "expected NB201 cells that only three op changes reach"
+    target_genotype, target_cost = three[0]
+    # the device runs the parent at its table estimate: predictions are the table costs
+    child, predicted = _edit_proposal(model, probs, [(parent, estimate, estimate)], {str(parent)},
+                                      target_cost - 1000, target_cost + 1000, target_cost)
+    assert predicted == pytest.approx(target_cost, abs=1000)
+    assert sum(a != b for a, b in zip(child.ops, parent.ops)) == 3
+    darts = CostModel.for_space("darts", "params", init_channels=8, num_layers=5)
+    darts_probs = {kind: torch.softmax(a, -1) for kind, a in alphas_for_genotype("darts", DARTS_V2).items()}
+    darts_estimate = darts.derived(DARTS_V2)
+    darts_child, _ = _edit_proposal(darts, darts_probs, [(DARTS_V2, darts_estimate, darts_estimate)], {str(DARTS_V2)},
+                                    1.0, 2.0, 1.5)  # nothing can be inside: the closest to aim among <= 2 changes
+    changed = sum(a != b for a, b in zip(darts._slots(darts_child), darts._slots(DARTS_V2)))
+    assert 1 <= changed <= 2
+
+
 def test_cost_model_edits_are_the_cells_a_few_op_changes_away():
     model = CostModel.for_space("nb201", "params")
     probs = _alpha_probs(0)

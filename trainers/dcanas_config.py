@@ -97,7 +97,7 @@ class DCANASTrainingArguments(TrainingArguments):
     latency_tolerance: float = field(
         default=0.1, metadata={"help": "latency_fit: how far under the budget a measured latency may be (fraction)."}
     )
-    latency_fit_rounds: int = field(default=6, metadata={"help": "latency_fit: most candidates measured."})
+    latency_fit_rounds: int = field(default=10, metadata={"help": "latency_fit: most candidates measured."})
     latency_fit_repeats: int = field(
         default=100, metadata={"help": "latency_fit: timed runs per candidate (median, best of 3 rounds)."}
     )

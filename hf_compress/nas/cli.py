@@ -175,7 +175,7 @@ def cmd_derive(argv: list[str]) -> int:
     parser.add_argument("--budget_ms", type=float, default=None,
                         help="latency budget in ms (default: the search's, when it was a latency search)")
     parser.add_argument("--latency_tolerance", type=float, default=0.1)
-    parser.add_argument("--latency_fit_rounds", type=int, default=6)
+    parser.add_argument("--latency_fit_rounds", type=int, default=10)
     parser.add_argument("--latency_fit_repeats", type=int, default=100)
     ns = parser.parse_args(argv)
     result = SearchResult.load(ns.results)

@@ -12,9 +12,11 @@ genotype is derived again from the same alpha. The candidate for a table budget 
 The table's ordering of networks can disagree with the device's: two derived cells whose estimates differ by
 1% can run 20% apart, so no table budget yields a cell inside the window. When the derivation has nothing new
 to offer (its candidate was measured already, or no table budget is left between a too-fast and a too-slow
-candidate), the fit tries the cells one or two op changes away from the closest too-fast and too-slow
-candidates: each is predicted at its table estimate times its parent's measured / estimated ratio, and the
-most probable one under alpha predicted inside the window is measured next.
+candidate), the fit tries the cells one or two op changes away (three for NB201 cells) from the cells
+measured so far. Each is predicted with the device's own op costs, fitted to every measured network
+(:class:`DeviceCorrection`: one scale per op type on the table, a priori 1), and the most probable one under
+alpha predicted inside the window is measured next. (``learn_device=False``: predict at the table estimate
+times the closest too-fast / too-slow parent's measured / estimated ratio instead.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -48,19 +51,76 @@ def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget:
     return cost_model.derive_within(raw, probs, table_budget, repair=True, fill=fill)[0]
 
 
-def _edit_proposal(cost_model, probs, parents, measured, inner_low: float, inner_high: float, aim: float):
-    """The next cell to measure among those one (else two) op changes away from ``parents`` (measured
-    ``(genotype, estimate, ms)``): predicted at estimate x the parent's measured / estimated ratio, the most
-    probable one predicted inside ``[inner_low, inner_high]``, else the one predicted closest to ``aim``.
-    ``measured``: the genotype strings already measured (skipped)."""
+# A cell with at most this many chosen ops also gets three-op edits (NB201: 6 ops, 540 cells at three changes;
+# a DARTS genotype has 16, which would be 121k cells, so it stops at two).
+THREE_CHANGE_MAX_SLOTS = 8
+
+
+class DeviceCorrection:
+    """The device's own op costs, learnt from the whole networks measured so far.
+
+    A table prices each op alone; on the device an op type can run consistently faster or slower inside a whole
+    network than it did alone. Model: ``ms = w_0 * skeleton + sum_o w_o * (table cost of the chosen ops of type o)``,
+    a maximum a posteriori fit with every ``w`` a priori ``1 +- prior_sd`` and each measurement ``+- noise``
+    (relative). With one measurement this is close to the parent-ratio rescale; with a few it separates the op
+    types, so it can rank cells whose table estimates are in the wrong order."""
+
+    def __init__(self, cost_model, prior_sd: float = 0.3, noise: float = 0.03) -> None:
+        self.cost_model = cost_model
+        self.prior_sd, self.noise = prior_sd, noise
+        self.rows: list[np.ndarray] = []
+        self.targets: list[float] = []
+        self._weights: np.ndarray | None = None
+
+    def features(self, genotype) -> np.ndarray:
+        x = np.zeros(1 + self.cost_model.space.num_ops)
+        x[0] = self.cost_model.skeleton
+        for kind, e, o, _ in self.cost_model._slots(genotype):
+            x[1 + o] += self.cost_model.tables[kind][e, o]
+        return x
+
+    def add(self, genotype, ms: float) -> None:
+        self.rows.append(self.features(genotype))
+        self.targets.append(float(ms))
+        self._weights = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        if self._weights is None:
+            n = 1 + self.cost_model.space.num_ops
+            X = np.array(self.rows).reshape(-1, n)
+            y = np.array(self.targets)
+            scale = np.maximum(np.abs(y), 1e-12) * self.noise
+            A = np.vstack([X / scale[:, None], np.eye(n) / self.prior_sd])
+            b = np.concatenate([y / scale, np.ones(n) / self.prior_sd])
+            self._weights = np.linalg.lstsq(A, b, rcond=None)[0]
+        return self._weights
+
+    def predict(self, genotype) -> float:
+        return float(self.features(genotype) @ self.weights)
+
+
+# A cell with at most this many chosen ops also gets three-op edits (NB201: 6 ops, 540 cells at three changes;
+# a DARTS genotype has 16, which would be 121k cells, so it stops at two).
+THREE_CHANGE_MAX_SLOTS = 8
+
+
+def _edit_proposal(cost_model, probs, parents, measured, inner_low: float, inner_high: float, aim: float,
+                   correction: DeviceCorrection | None = None):
+    """The next cell to measure among those one (else two, else three for small cells) op changes away from
+    ``parents`` (measured ``(genotype, estimate, ms)``): the most probable one predicted inside
+    ``[inner_low, inner_high]``, else the one predicted closest to ``aim``. Predictions come from ``correction``
+    (the op costs learnt from every measured network) when given, else from the table estimate times the
+    parent's measured / estimated ratio. ``measured``: the genotype strings already measured (skipped)."""
     best = None
-    for max_changes in (1, 2):
+    slots = max((len(cost_model._slots(parent)) for parent, _, _ in parents), default=0)
+    for max_changes in (1, 2, 3) if slots <= THREE_CHANGE_MAX_SLOTS else (1, 2):
         for parent, parent_estimate, parent_ms in parents:
             ratio = parent_ms / parent_estimate if parent_estimate > 0 else 1.0
             for child, cost, score in cost_model.edits(parent, probs, max_changes):
                 if str(child) in measured:
                     continue
-                predicted = cost * ratio
+                predicted = correction.predict(child) if correction is not None else cost * ratio
                 inside = inner_low <= predicted <= inner_high
                 rank = (0, -score) if inside else (1, abs(predicted - aim))
                 if best is None or rank < best[0]:
@@ -77,10 +137,11 @@ def fit_measured_latency(
     budget_ms: float,
     measure: Callable[[object], float],
     tolerance: float = 0.1,
-    max_rounds: int = 6,
+    max_rounds: int = 10,
     fill: bool = True,
     margin: float | None = None,
     explore_edits: bool = True,
+    learn_device: bool = True,
 ) -> LatencyFit:
     """Derive, measure, rescale the table budget, repeat, until a candidate's measured latency lies in the
     inner window ``[(1 - tolerance + margin) * budget_ms, (1 - margin) * budget_ms]`` or ``max_rounds``
@@ -89,8 +150,9 @@ def fit_measured_latency(
     differs by a few per cent on a quiet machine).
 
     ``explore_edits``: when the derivation repeats itself, measure cells a few op changes from the closest
-    too-fast / too-slow candidates (module docstring). ``measure(genotype) -> ms`` runs the whole network on
-    the device. Returns the first candidate inside the
+    too-fast / too-slow candidates (module docstring); ``learn_device``: predict those cells with the op costs
+    learnt from every network measured so far (:class:`DeviceCorrection`) rather than the parent's ratio.
+    ``measure(genotype) -> ms`` runs the whole network on the device. Returns the first candidate inside the
     inner window; otherwise the one measured under the budget closest to the window's middle; otherwise (every
     candidate over it) the fastest one, with a warning.
     """
@@ -105,6 +167,7 @@ def fit_measured_latency(
     inner_low, inner_high = low + margin * budget_ms, (1.0 - margin) * budget_ms
     lo_cost, hi_cost = cost_model.feasible_range()
     measured: dict[str, tuple[object, float, float]] = {}  # str(genotype) -> (genotype, estimate, measured ms)
+    correction = DeviceCorrection(cost_model) if learn_device else None
     trials: list[dict] = []
     table_budget = float(budget_ms)
     # table budgets known to give a candidate measured under / over the inner window: later proposals stay
@@ -128,9 +191,13 @@ def fit_measured_latency(
             # the derivation has nothing new: try the cells a few op changes from the closest measured ones
             fast = [r for r in measured.values() if r[2] < inner_low]
             slow = [r for r in measured.values() if r[2] > inner_high]
-            parents = [max(fast, key=lambda r: r[2])] if fast else []
-            parents += [min(slow, key=lambda r: r[2])] if slow else []
-            proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim)
+            if correction is not None:
+                # with the device's op costs learnt, every measured cell is a starting point
+                parents = list(measured.values())
+            else:
+                parents = [max(fast, key=lambda r: r[2])] if fast else []
+                parents += [min(slow, key=lambda r: r[2])] if slow else []
+            proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim, correction)
             if proposal is not None:
                 genotype, source = proposal[0], "edit"
         if genotype is None:
@@ -147,6 +214,8 @@ def fit_measured_latency(
         else:
             ms = float(measure(genotype))
             measured[key] = (genotype, estimate, ms)
+            if correction is not None:
+                correction.add(genotype, ms)
             trials.append({"round": step, "table_budget_ms": table_budget, "genotype": key, "source": source,
                            "estimated_ms": estimate, "measured_ms": ms, "measured_over_budget": ms / budget_ms})
             logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms "
@@ -216,7 +285,7 @@ def fit_search_result(
     budget_ms: float | None = None,
     backend: str = "onnxruntime",
     tolerance: float = 0.1,
-    max_rounds: int = 6,
+    max_rounds: int = 10,
     repeats: int = 100,
     fill: bool = True,
 ) -> LatencyFit:
