@@ -411,6 +411,8 @@ class VTransTrainer(DistillationMixin, Trainer):
         )
         trainer.train()
         self.finetune_trainer = trainer
+        # every process must be past its end-of-training checkpoint scan of the folder before it goes
+        trainer.accelerator.wait_for_everyone()
         if self.args.should_save and os.path.isdir(args.output_dir) and not os.listdir(args.output_dir):
             os.rmdir(args.output_dir)  # nothing was checkpointed there
         return trainer.accelerator.unwrap_model(trainer.model)
