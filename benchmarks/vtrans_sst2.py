@@ -46,7 +46,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"],
                    help="vtrans | fast | faster | taylor; fast and faster take an optional schedule "
-                        "'faster:EPOCHS:FINETUNE_EPOCHS' (default --fast_epochs / --fast_finetune_epochs)")
+                        "'faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]' (default --fast_epochs / "
+                        "--fast_finetune_epochs, --batch_size)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--latency_batch_size", type=int, default=32)
@@ -69,16 +70,21 @@ def train_args(out: str, cli, **kw) -> dict:
     return base
 
 
-def split_method(method: str, cli) -> tuple[str, tuple[float, float]]:
-    """'faster:4:1' -> ('faster', (4.0, 1.0)): one run can hold the same variant at several schedules."""
+def split_method(method: str, cli) -> tuple[str, tuple]:
+    """'faster:4:1' -> ('faster', (4.0, 1.0, None, None)); 'faster:8:3:256:64' also sets the batch size of the gate
+    phase and of the fine-tune: one run can hold the same variant at several schedules."""
     kind, *schedule = method.split(":")
-    if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2) or (schedule and kind not in ("fast", "faster")):
-        raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or fast/faster:EPOCHS:FINETUNE_EPOCHS")
+    if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2, 3, 4) or (
+            schedule and kind not in ("fast", "faster")):
+        raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or "
+                         "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]")
     if schedule:
-        return kind, (float(schedule[0]), float(schedule[1]))
+        batch = int(schedule[2]) if len(schedule) > 2 else None
+        finetune_batch = int(schedule[3]) if len(schedule) > 3 else None
+        return kind, (float(schedule[0]), float(schedule[1]), batch, finetune_batch)
     if kind in ("fast", "faster"):
-        return kind, (cli.fast_epochs, cli.fast_finetune_epochs)
-    return kind, (cli.epochs, cli.finetune_epochs)
+        return kind, (cli.fast_epochs, cli.fast_finetune_epochs, None, None)
+    return kind, (cli.epochs, cli.finetune_epochs, None, None)
 
 
 def cpu_latency(model, batch: dict, threads: int) -> float | None:
@@ -181,11 +187,13 @@ def main() -> None:
                 ).train()
             else:
                 small = kind in ("fast", "faster")
-                epochs, finetune_epochs = schedule
+                epochs, finetune_epochs, batch, finetune_batch = schedule
                 args = VTransTrainingArguments(**train_args(
                     os.path.join(work, f"{method.replace(':', '_')}-{sparsity}"), cli, target_sparsity=sparsity,
                     variant=kind, data_fraction=cli.fraction if small else 1.0,
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
+                    per_device_train_batch_size=batch or cli.batch_size,
+                    finetune_batch_size=finetune_batch or cli.batch_size,
                     **json.loads(cli.vtrans_overrides),
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
@@ -203,6 +211,8 @@ def main() -> None:
                 "method": method,
                 "epochs": schedule[0],
                 "finetune_epochs": schedule[1],
+                "batch_size": schedule[2] or cli.batch_size,
+                "finetune_batch_size": schedule[3] or cli.batch_size,
                 "target_sparsity": sparsity,
                 "accuracy": accuracy(pruned, test, collator),
                 "layer_sparsity": report["layer_sparsity"],

@@ -88,6 +88,20 @@ def test_train_prunes_to_budget_and_saves_loadable_model(tmp_path, variant):
         assert not torch.equal(weight_after, frozen_before)
 
 
+def test_finetune_phase_takes_its_own_batch_size(tmp_path):
+    """The gate phase at a large batch (few steps), the fine-tune at a smaller one."""
+    teacher = tiny_bert()
+    args = make_args(tmp_path, variant="faster", per_device_train_batch_size=32, finetune_batch_size=8,
+                     num_train_epochs=1, finetune_epochs=1)
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=toy_dataset())
+    trainer.train()
+    assert trainer.state.global_step == 96 // 32
+    assert trainer.finetune_trainer.args.per_device_train_batch_size == 8
+    assert trainer.finetune_trainer.state.global_step == 96 // 8
+    with pytest.raises(ValueError, match="finetune_batch_size"):
+        make_args(tmp_path, finetune_batch_size=0)
+
+
 def test_every_loss_term_and_gate_state_is_logged(tmp_path):
     teacher = tiny_bert()
     trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())

@@ -70,6 +70,12 @@ class VTransTrainingArguments(TrainingArguments):
     finetune_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the fine-tuning phase (default: learning_rate)."}
     )
+    finetune_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Per-device batch size of the fine-tuning phase (default: per_device_train_batch_size). "
+                  "Lets the gate phase run at a large batch (fewer steps: on a GPU a step of a small model costs "
+                  "about the same at any batch) while the fine-tune keeps a smaller one."},
+    )
 
     # -- gates ----------------------------------------------------------------------------------------
     gate_groups: list[str] = field(
@@ -145,6 +151,8 @@ class VTransTrainingArguments(TrainingArguments):
             raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}.")
         if self.round_to is not None and self.round_to < 1:
             raise ValueError(f"round_to must be a positive integer, got {self.round_to}.")
+        if self.finetune_batch_size is not None and self.finetune_batch_size < 1:
+            raise ValueError(f"finetune_batch_size must be a positive integer, got {self.finetune_batch_size}.")
 
     def gate_lr_for(self, pruning_steps: int) -> float:
         if self.gate_learning_rate is not None:

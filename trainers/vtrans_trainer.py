@@ -394,6 +394,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             num_train_epochs=epochs,
             max_steps=-1,
             learning_rate=self.args.finetune_learning_rate or self.args.learning_rate,
+            per_device_train_batch_size=self.args.finetune_batch_size or self.args.per_device_train_batch_size,
             save_strategy="no",
             load_best_model_at_end=False,
         )
