@@ -19,10 +19,10 @@ import time
 import warnings
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
 import hf_compress  # noqa: F401
-from hf_compress.data import load_sst2, minilm_path, tokenize
+from hf_compress.data import load_sst2, load_tokenizer, minilm_path, tokenize
 from hf_compress.evaluation import accuracy, count_parameters, latency, latency_batch
 from hf_compress.vtrans import dense_shape, get_gates, resolve_budget
 from hf_compress.vtrans.probing import probe_attention, spearman
@@ -114,7 +114,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work = os.path.join("outputs", f"bench-{cli.tag}")
     source = cli.model or minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(cli.teacher or source)
+    tokenizer = load_tokenizer(cli.teacher, source)  # a teacher saved without its tokenizer takes the source's
     collator = DataCollatorWithPadding(tokenizer)
     train = load_sst2("train").shuffle(seed=cli.seed)
     if cli.train_size:

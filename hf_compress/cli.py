@@ -90,16 +90,16 @@ def parse_vtrans_args(argv: list[str]):
 def run_vtrans(script, args) -> dict:
     """Fine-tune the teacher if needed, prune with VTrans, compare dense vs pruned; returns the summary."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from hf_compress.data import minilm_path
+    from hf_compress.data import load_tokenizer, minilm_path
     from hf_compress.evaluation import accuracy, count_parameters, latency, latency_batch
     from hf_compress.tasks import load_text_classification
     from model_cards import render_vtrans_card
     from trainers import VTransTrainer
 
     model_path = script.model_name_or_path or minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(script.teacher_name_or_path or model_path)
+    tokenizer = load_tokenizer(script.teacher_name_or_path, model_path)
     train, test, num_labels = load_text_classification(script, tokenizer)
     collator = DataCollatorWithPadding(tokenizer)
     torch.manual_seed(args.seed)

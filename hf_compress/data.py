@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -92,4 +93,39 @@ def tokenize(dataset, tokenizer, text_column: str = "sentence", max_length: int 
         batched=True,
         remove_columns=[text_column],
         desc="Tokenizing",
+    )
+
+
+# Files a saved tokenizer leaves in its folder (fast tokenizer, slow-tokenizer vocabularies, its config).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def has_tokenizer_files(path: str | os.PathLike) -> bool:
+    """Whether a local model folder holds a saved tokenizer."""
+    return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def load_tokenizer(*sources: str | os.PathLike | None):
+    """``AutoTokenizer`` from the first source that has one: a local folder without tokenizer files is skipped.
+
+    transformers builds an empty tokenizer (a handful of special tokens, every word unknown) from a model folder
+    saved without its tokenizer, without an error, and accuracy then falls to chance. A teacher saved with
+    ``model.save_pretrained`` alone therefore takes the base model's tokenizer here instead."""
+    from transformers import AutoTokenizer
+
+    tried = []
+    for source in sources:
+        if source is None or str(source) == "":
+            continue
+        if os.path.isdir(source) and not has_tokenizer_files(source):
+            tried.append(str(source))
+            continue
+        if tried:
+            logging.getLogger(__name__).warning(
+                "No tokenizer saved in %s: using the one of %s.", ", ".join(tried), source)
+        return AutoTokenizer.from_pretrained(source)
+    raise FileNotFoundError(
+        f"No tokenizer in {', '.join(tried) or 'the given sources'} (none of {', '.join(TOKENIZER_FILES)}). Save it "
+        "beside the model (tokenizer.save_pretrained(folder)) or also give the base model the tokenizer comes from."
     )

@@ -33,3 +33,23 @@ def test_tokenize_missing_column_is_explained():
     ds = datasets.Dataset.from_dict({"text": ["a"], "label": [0]})
     with pytest.raises(ValueError, match="text_column"):
         tokenize(ds, tokenizer=None, text_column="sentence")
+
+
+def test_load_tokenizer_skips_a_model_folder_saved_without_one(tmp_path, caplog):
+    """transformers turns a folder without tokenizer files into an empty tokenizer (every word unknown);
+    load_tokenizer takes the next source instead, or says what is missing."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from hf_compress.data import has_tokenizer_files, load_tokenizer, minilm_path
+
+    teacher = tmp_path / "teacher"
+    config = BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(teacher)
+    assert not has_tokenizer_files(teacher) and has_tokenizer_files(minilm_path())
+    with caplog.at_level("WARNING"):
+        tokenizer = load_tokenizer(teacher, minilm_path())
+    assert "No tokenizer saved in" in caplog.text
+    ids = tokenizer("a great movie")["input_ids"]
+    assert tokenizer.unk_token_id not in ids and len(tokenizer) > 1000  # the real vocabulary
+    with pytest.raises(FileNotFoundError, match="tokenizer.save_pretrained"):
+        load_tokenizer(teacher, None)
