@@ -46,6 +46,8 @@ VARIANTS = {
     "c_citation_label_aware": ("cs", "citation={w}", {"graph_negatives": "shared_label"}),
     "d_citation_coread_label_aware": ("ds", "citation={w},coread={w}", {"graph_negatives": "shared_label"}),
     "c_citation_reweighted": ("cr", "citation={w}", {"graph_reweight": True}),
+    # the graph weights picked online by the REINFORCE bandit (arms 0 / 0.1 / 0.2 / 0.5, reward: in-batch P@1 change)
+    "d_citation_coread_bandit": ("db", "citation={w},coread={w}", {"graph_bandit": True}),
 }
 REPORTED = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
 
