@@ -6,7 +6,8 @@ stage, and (cr) (c) with the citation graph re-weighted by the encoder's cosine 
 (D^-1/2 W D^-1/2), pruned at --graph_min_weight and sampled by edge weight (selected with "cr" only), and (u)
 RAMEN with the co-readership graph alone (selected with "u" only); (cs) / (ds) are (c) / (d) whose graph loss
 does not use as negatives the anchors of in-batch points that share a label with the point
-(``graph_negatives="shared_label"``; selected with "cs" / "ds" only). Same seed, data, steps and schedule for every trained variant; reports P@1/3/5, nDCG@5, PSP@1/3/5,
+(``graph_negatives="shared_label"``; selected with "cs" / "ds" only); (db) is (d) with the graph weights chosen
+online by the bandit (``graph_bandit=True``; selected with "db" only). Same seed, data, steps and schedule for every trained variant; reports P@1/3/5, nDCG@5, PSP@1/3/5,
 training time, per-query inference latency (encode + label search, one query at a time) and the saved model
 size, then the relative gains of (c)/(d) over (b). Writes JSON under benchmarks/results/.
 
