@@ -339,7 +339,29 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def main() -> None:
+def search_steps(args: argparse.Namespace) -> int:
+    """Search steps: ``--epochs`` over the weight half of ``--train_limit`` images at ``--batch_size``."""
+    return max(2, int(args.epochs * (args.train_limit // 2) / args.batch_size))
+
+
+def search_spec(args: argparse.Namespace, seed: int, variant: str, **overrides) -> dict:
+    """The child spec of one search: this benchmark's supernet and search settings for ``variant``, then ``overrides``
+    (any ``search()`` keyword)."""
+    settings = VARIANTS[variant]
+    steps = search_steps(args)
+    kw = dict(search_space="nb201", max_steps=steps, batch_size=args.batch_size, seed=seed,
+              search_init_channels=args.channels, search_cells_per_stage=args.cells,
+              arch_learning_rate=args.arch_lr, arch_warmup_ratio=args.arch_warmup,
+              lambda_learning_rate=args.lambda_lr, lambda_signal=settings["lambda_signal"],
+              budget_mode=settings["budget_mode"], fill_budget=settings.get("fill", False),
+              derivation=settings.get("derivation", "alpha"), perturbation_images=args.perturbation_images,
+              channel_bottleneck=args.bottleneck, weight_sharing=True,
+              derived_cells=True, logging_steps=max(1, steps // 8))
+    kw.update(overrides)
+    return {"kind": "search", "train_limit": args.train_limit, "dataset": args.dataset, "search": kw}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="cpu")
@@ -370,6 +392,11 @@ def main() -> None:
     parser.add_argument("--latency_fit", action="store_true",
                         help="latency: derive with latency_fit (measure candidates here, rescale the table budget)")
     parser.add_argument("--smoke", action="store_true", help="tiny run: a few steps, one seed, one ratio")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
@@ -391,7 +418,7 @@ def main() -> None:
     uses_lug = any(VARIANTS[v]["lug"] for v in variants)
     ratios = [float(r) for r in args.ratios.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    steps = max(2, int(args.epochs * (args.train_limit // 2) / args.batch_size))
+    steps = search_steps(args)
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
     out_path = os.path.join(out_dir, f"dcanas_nb201_{args.tag}.json")
@@ -428,17 +455,7 @@ def main() -> None:
             json.dump(results, handle, indent=2)
 
     def base_search(seed: int, variant: str | None = None, **overrides) -> dict:
-        settings = VARIANTS[variant or variants[0]]
-        kw = dict(search_space="nb201", max_steps=steps, batch_size=args.batch_size, seed=seed,
-                  search_init_channels=args.channels, search_cells_per_stage=args.cells,
-                  arch_learning_rate=args.arch_lr, arch_warmup_ratio=args.arch_warmup,
-                  lambda_learning_rate=args.lambda_lr, lambda_signal=settings["lambda_signal"],
-                  budget_mode=settings["budget_mode"], fill_budget=settings.get("fill", False),
-                  derivation=settings.get("derivation", "alpha"), perturbation_images=args.perturbation_images,
-                  channel_bottleneck=args.bottleneck, weight_sharing=True,
-                  derived_cells=True, logging_steps=max(1, steps // 8))
-        kw.update(overrides)
-        return {"kind": "search", "train_limit": args.train_limit, "dataset": args.dataset, "search": kw}
+        return search_spec(args, seed, variant or variants[0], **overrides)
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -1,9 +1,9 @@
 """Sweep DCA-NAS search settings at one NAS-Bench-201 budget: each setting x seeds, scored by the NB201 table.
 
 A quick way to test whether a search setting moves the regret before a full ``dcanas_nb201.py`` run. Every
-search is a child process of ``dcanas_nb201.py`` (same data, supernet and defaults as its ``dcanas_fill``
-variant), run ``--parallel`` at a time with one thread each; the look-up graph of an earlier full run maps
-the device budget to the search budget. One JSON line per search goes to ``--output``.
+search is a child process of ``dcanas_nb201.py`` with its default data, supernet and search settings for the
+``dcanas_fill`` variant (``search_spec``), run ``--parallel`` at a time with one thread each; the look-up graph
+of an earlier full run maps the device budget to the search budget. One JSON line per search goes to ``--output``.
 
     python benchmarks/dcanas_nb201_sweep.py --tag lr3e-2 --settings '{"arch_learning_rate": 0.03}'
     python benchmarks/dcanas_nb201_sweep.py --tag N3 --settings '{"search_cells_per_stage": 3}'
@@ -29,7 +29,6 @@ def main() -> None:
     parser.add_argument("--settings", default="{}", help="JSON of search() keyword overrides")
     parser.add_argument("--ratio", type=float, default=0.5, help="parameter budget / largest cell")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=234, help="search steps (234 = 3 epochs of 5,000 images at 64)")
     parser.add_argument("--lug", default=os.path.join(HERE, "results", "dcanas_nb201_cpu_fill_lug_params.json"))
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "dcanas_nb201_sweep.jsonl"))
@@ -38,15 +37,10 @@ def main() -> None:
     scorer = bench.Scorer()
     budget = args.ratio * scorer.largest
     settings = json.loads(args.settings)
+    defaults = bench.build_parser().parse_args([])  # the full benchmark's supernet, data and search settings
 
     def spec(seed: int) -> dict:
-        search = dict(search_space="nb201", max_steps=args.steps, batch_size=64, seed=seed, search_init_channels=8,
-                      search_cells_per_stage=1, arch_learning_rate=3e-3, arch_warmup_ratio=0.5,
-                      lambda_learning_rate=0.5, lambda_signal="expected", budget_mode="upper", fill_budget=True,
-                      derivation="alpha", channel_bottleneck=2, weight_sharing=True, derived_cells=True,
-                      logging_steps=50, budget=budget, lug=args.lug)
-        search.update(settings)
-        return {"kind": "search", "train_limit": 10000, "dataset": "cifar10", "search": search}
+        return bench.search_spec(defaults, seed, "dcanas_fill", budget=budget, lug=args.lug, **settings)
 
     seeds = [int(s) for s in args.seeds.split(",")]
     with futures.ThreadPoolExecutor(args.parallel) as pool:

@@ -71,20 +71,20 @@ def train_args(out: str, cli, **kw) -> dict:
 
 
 def split_method(method: str, cli) -> tuple[str, tuple]:
-    """'faster:4:1' -> ('faster', (4.0, 1.0, None, None)); 'faster:8:3:256:64' also sets the batch size of the gate
-    phase and of the fine-tune: one run can hold the same variant at several schedules."""
+    """'faster:4:1' -> ('faster', (4.0, 1.0, B, B)) with B = --batch_size; 'faster:8:3:256:64' also sets the batch size
+    of the gate phase and of the fine-tune: one run can hold the same variant at several schedules."""
     kind, *schedule = method.split(":")
     if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2, 3, 4) or (
             schedule and kind not in ("fast", "faster")):
         raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or "
                          "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]")
     if schedule:
-        batch = int(schedule[2]) if len(schedule) > 2 else None
-        finetune_batch = int(schedule[3]) if len(schedule) > 3 else None
+        batch = int(schedule[2]) if len(schedule) > 2 else cli.batch_size
+        finetune_batch = int(schedule[3]) if len(schedule) > 3 else cli.batch_size
         return kind, (float(schedule[0]), float(schedule[1]), batch, finetune_batch)
     if kind in ("fast", "faster"):
-        return kind, (cli.fast_epochs, cli.fast_finetune_epochs, None, None)
-    return kind, (cli.epochs, cli.finetune_epochs, None, None)
+        return kind, (cli.fast_epochs, cli.fast_finetune_epochs, cli.batch_size, cli.batch_size)
+    return kind, (cli.epochs, cli.finetune_epochs, cli.batch_size, cli.batch_size)
 
 
 def cpu_latency(model, batch: dict, threads: int) -> float | None:
@@ -192,8 +192,7 @@ def main() -> None:
                     os.path.join(work, f"{method.replace(':', '_')}-{sparsity}"), cli, target_sparsity=sparsity,
                     variant=kind, data_fraction=cli.fraction if small else 1.0,
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
-                    per_device_train_batch_size=batch or cli.batch_size,
-                    finetune_batch_size=finetune_batch or cli.batch_size,
+                    per_device_train_batch_size=batch, finetune_batch_size=finetune_batch,
                     **json.loads(cli.vtrans_overrides),
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
@@ -211,8 +210,8 @@ def main() -> None:
                 "method": method,
                 "epochs": schedule[0],
                 "finetune_epochs": schedule[1],
-                "batch_size": schedule[2] or cli.batch_size,
-                "finetune_batch_size": schedule[3] or cli.batch_size,
+                "batch_size": schedule[2],
+                "finetune_batch_size": schedule[3],
                 "target_sparsity": sparsity,
                 "accuracy": accuracy(pruned, test, collator),
                 "layer_sparsity": report["layer_sparsity"],

