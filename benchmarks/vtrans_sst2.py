@@ -47,7 +47,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"],
                    help="vtrans | fast | faster | taylor; fast and faster take an optional schedule "
                         "'faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]' (default --fast_epochs / "
-                        "--fast_finetune_epochs, --batch_size)")
+                        "--fast_finetune_epochs, --batch_size); a trailing '-nocache' switches the teacher output cache "
+                        "off for that method")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--latency_batch_size", type=int, default=32)
@@ -70,14 +71,26 @@ def train_args(out: str, cli, **kw) -> dict:
     return base
 
 
-def split_method(method: str, cli) -> tuple[str, tuple]:
-    """'faster:4:1' -> ('faster', (4.0, 1.0, B, B)) with B = --batch_size; 'faster:8:3:256:64' also sets the batch size
-    of the gate phase and of the fine-tune: one run can hold the same variant at several schedules."""
+NO_CACHE = "-nocache"
+
+
+def split_method(method: str, cli) -> tuple[str, tuple, dict]:
+    """'faster:4:1' -> ('faster', (4.0, 1.0, B, B), {}) with B = --batch_size; 'faster:8:3:256:64' also sets the batch
+    size of the gate phase and of the fine-tune: one run can hold the same variant at several schedules. A trailing
+    '-nocache' runs the method with teacher_cache_mb=0 (the teacher runs every step), to time the cache side by side."""
+    overrides = {}
+    if method.endswith(NO_CACHE):
+        method, overrides = method[: -len(NO_CACHE)], {"teacher_cache_mb": 0.0}
+    kind, schedule = _split_schedule(method, cli)
+    return kind, schedule, overrides
+
+
+def _split_schedule(method: str, cli) -> tuple[str, tuple]:
     kind, *schedule = method.split(":")
     if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2, 3, 4) or (
             schedule and kind not in ("fast", "faster")):
         raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or "
-                         "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]")
+                         "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]], each optionally + '-nocache'")
     if schedule:
         batch = int(schedule[2]) if len(schedule) > 2 else cli.batch_size
         finetune_batch = int(schedule[3]) if len(schedule) > 3 else cli.batch_size
@@ -167,7 +180,7 @@ def main() -> None:
     rows = result["rows"]
     for sparsity in cli.sparsities:
         for method in cli.methods:
-            kind, schedule = plans[method]
+            kind, schedule, overrides = plans[method]
             torch.manual_seed(cli.seed)
             student = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
             began = time.perf_counter()
@@ -180,7 +193,8 @@ def main() -> None:
                 budget = resolve_budget(dense_shape(student), target_sparsity=sparsity)
                 pruned = taylor_prune(student, importance, budget)
                 args = VTransTrainingArguments(**train_args(os.path.join(work, f"taylor-{sparsity}"), cli,
-                                                            target_sparsity=sparsity, num_train_epochs=cli.finetune_epochs))
+                                                            target_sparsity=sparsity, num_train_epochs=cli.finetune_epochs,
+                                                            **overrides))
                 PrunedModelTrainer(
                     model=pruned, teacher_model=teacher, args=args, train_dataset=train, data_collator=collator,
                     hidden_index=torch.as_tensor(pruned.config.pruning_report["hidden_index"], device=device),
@@ -193,15 +207,18 @@ def main() -> None:
                     variant=kind, data_fraction=cli.fraction if small else 1.0,
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
                     per_device_train_batch_size=batch, finetune_batch_size=finetune_batch,
-                    **json.loads(cli.vtrans_overrides),
+                    **{**json.loads(cli.vtrans_overrides), **overrides},
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
                                         data_collator=collator, processing_class=tokenizer)
                 trainer.train()
                 pruned = trainer.materialize()
+                cache_stats = trainer.teacher_cache_stats
                 head_keep = get_gates(trainer.model).groups["heads"].keep_score().detach().cpu().numpy()
                 probe_corr = spearman(probe.special + probe.current, head_keep)
             seconds = time.perf_counter() - began
+            if kind == "taylor":
+                cache_stats = None
             pruned.to(device).eval()
             report = pruned.config.pruning_report
             if kind == "taylor":
@@ -224,6 +241,7 @@ def main() -> None:
                 "latency_s": latency(pruned, lat_batch),
                 # VTrans' probing claim: heads looking at special / current tokens go first (negative)
                 "spearman_special_current_attention_vs_head_keep_score": probe_corr,
+                "teacher_cache": cache_stats,
             }
             row["accuracy_vs_dense"] = row["accuracy"] / dense["accuracy"]
             row["latency_ratio"] = row["latency_s"] / dense["latency_s"]
@@ -253,6 +271,11 @@ def main() -> None:
                 key = method.replace(":", "_")
                 entry[f"{key}_speedup_vs_vtrans"] = v["compression_seconds"] / f["compression_seconds"]
                 entry[f"{key}_minus_vtrans_accuracy"] = f["accuracy"] - v["accuracy"]
+            uncached = by.get((method + NO_CACHE, sparsity))
+            if f and uncached:  # the same method with and without the teacher output cache
+                key = method.replace(":", "_")
+                entry[f"{key}_teacher_cache_speedup"] = uncached["compression_seconds"] / f["compression_seconds"]
+                entry[f"{key}_teacher_cache_accuracy_change"] = f["accuracy"] - uncached["accuracy"]
         comparisons.append(entry)
         print(json.dumps(entry))
     result["comparisons"] = comparisons

@@ -127,6 +127,12 @@ class VTransTrainingArguments(TrainingArguments):
         default=0.1, metadata={"help": "Weight of the layer-mapped hidden-state MSE to the teacher."}
     )
     distill_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logits distillation."})
+    teacher_cache_mb: float = field(
+        default=1024.0,
+        metadata={"help": "Keep each example's teacher logits and hidden states (on the teacher's device) so the "
+                  "frozen teacher runs once per example, not once per step, over all epochs of pruning and "
+                  "fine-tuning; above this many MB the cache is dropped and the teacher runs every step. 0: off."},
+    )
 
     def __post_init__(self) -> None:
         if self.ddp_find_unused_parameters is None:
@@ -151,6 +157,8 @@ class VTransTrainingArguments(TrainingArguments):
             raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}.")
         if self.round_to is not None and self.round_to < 1:
             raise ValueError(f"round_to must be a positive integer, got {self.round_to}.")
+        if self.teacher_cache_mb < 0:
+            raise ValueError(f"teacher_cache_mb must be >= 0 (0 switches the cache off), got {self.teacher_cache_mb}.")
         if self.finetune_batch_size is not None and self.finetune_batch_size < 1:
             raise ValueError(f"finetune_batch_size must be a positive integer, got {self.finetune_batch_size}.")
 

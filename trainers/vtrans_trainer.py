@@ -22,6 +22,7 @@ from hf_compress.vtrans.decoder_budget import DecoderShape
 from hf_compress.vtrans.decoder_materialize import select_decoder_units
 from hf_compress.vtrans.materialize import gate_decisions, select_units
 
+from .teacher_cache import TeacherOutputCache
 from .vtrans_config import VTransTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -121,15 +122,27 @@ class DistillationMixin:
     def _prepare_teacher(self, teacher: PreTrainedModel | None) -> None:
         self.teacher_model = teacher
         self._relative_hidden_mse = _is_decoder(teacher)
+        self.teacher_cache = None
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher.to(self.args.device)
+            cache_mb = getattr(self.args, "teacher_cache_mb", 0) or 0
+            if cache_mb > 0:
+                self.teacher_cache = TeacherOutputCache(
+                    int(cache_mb * 2**20), keep_hidden=self.args.distill_hidden_weight > 0
+                )
 
     def _teacher_outputs(self, inputs: dict) -> object:
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        cached = self.teacher_cache.lookup(teacher_inputs) if self.teacher_cache is not None else None
+        if cached is not None:
+            return cached
         teacher_inputs.update(_no_cache(self.teacher_model))
         with torch.no_grad():
-            return self.teacher_model(**teacher_inputs, output_hidden_states=True)
+            outputs = self.teacher_model(**teacher_inputs, output_hidden_states=True)
+        if self.teacher_cache is not None:
+            self.teacher_cache.store(teacher_inputs, outputs)
+        return outputs
 
     def distillation_terms(
         self,
@@ -243,6 +256,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         self._extra_logs: dict[str, list[float]] = defaultdict(list)
         self.pruned_model: PreTrainedModel | None = None
         self.compression_seconds: float | None = None
+        self.teacher_cache_stats: dict | None = None
         logger.info("VTrans (%s) budget: %s", args.variant, self.budget.description)
 
     # -- optimizer: weights, gates and multipliers in their own groups ----------------------------------
@@ -361,6 +375,10 @@ class VTransTrainer(DistillationMixin, Trainer):
         if epochs > 0:
             pruned = self._finetune(pruned, epochs)
         self.compression_seconds = time.perf_counter() - started
+        if self.teacher_cache is not None:
+            self.teacher_cache_stats = self.teacher_cache.stats()
+            logger.info("Teacher output cache: %s", self.teacher_cache_stats)
+            self.teacher_cache.clear()  # frees the memory; the counts stay in teacher_cache_stats
         pruned.config.pruning_report.update(
             variant=self.args.variant,
             data_fraction=self.args.effective_data_fraction,
@@ -410,6 +428,8 @@ class VTransTrainer(DistillationMixin, Trainer):
             processing_class=self.processing_class,
             compute_metrics=self.compute_metrics,
         )
+        if self.teacher_cache is not None:
+            trainer.teacher_cache = self.teacher_cache  # the fine-tune revisits the pruning phase's examples
         trainer.train()
         self.finetune_trainer = trainer
         # every process must be past its end-of-training checkpoint scan of the folder before it goes

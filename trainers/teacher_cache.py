@@ -1,0 +1,130 @@
+"""Teacher outputs kept per example across epochs.
+
+The distillation teacher is frozen and in eval mode, so an example's logits and hidden states never change.
+Faster-VTrans runs many epochs over a small slice (8 gate epochs and a fine-tune on 3% of SST-2), and every
+step used to run the teacher again: a third of a gate step's compute (student forward, input-gradient
+backward, teacher forward). With this cache each example meets the teacher once for the whole run, pruning
+and fine-tuning phases together.
+
+Examples are keyed by their real tokens (ids, token types and positions of the unmasked entries), so the key
+does not depend on the batch's padding length or on which batch an example lands in. Only real-token
+positions are kept; padding positions come back as zeros, which every distillation term masks out. When the
+cache would outgrow its memory limit it is emptied and switched off for the rest of the run: with shuffled
+batches a partial cache almost never serves a whole batch, so it would hold memory for nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# inputs the key covers; a batch with any other tensor input (inputs_embeds, pixel values...) is not cached
+KEYED_INPUTS = ("input_ids", "token_type_ids", "position_ids")
+IGNORED_INPUTS = ("attention_mask", "labels", "use_cache")
+
+
+class TeacherOutputCache:
+    """Per-example teacher logits and (optionally) layer hidden states, up to ``max_bytes``."""
+
+    def __init__(self, max_bytes: int, keep_hidden: bool = True) -> None:
+        self.max_bytes = int(max_bytes)
+        self.keep_hidden = keep_hidden
+        self.enabled = self.max_bytes > 0
+        self.entries: dict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.bytes = 0
+        self.hits = 0  # batches served from the cache
+        self.misses = 0  # batches the teacher ran on
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def _keys(self, inputs: dict) -> tuple[list[bytes], torch.Tensor] | None:
+        """One key per row and the [B, T] real-token mask, or None when the batch cannot be keyed."""
+        if any(torch.is_tensor(v) and k not in KEYED_INPUTS + IGNORED_INPUTS for k, v in inputs.items()):
+            return None
+        input_ids = inputs.get("input_ids")
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
+            return None
+        mask = inputs.get("attention_mask")
+        mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+        parts = [inputs[k] for k in KEYED_INPUTS if torch.is_tensor(inputs.get(k))]
+        stacked = torch.stack([p.to(torch.int64) for p in parts], dim=-1).cpu()  # [B, T, P]
+        mask_cpu = mask.cpu()
+        keys = []
+        for row, row_mask in zip(stacked, mask_cpu):
+            positions = row_mask.nonzero().squeeze(-1)
+            # where the real tokens sit matters (left padding shifts absolute positions), so it is in the key
+            keys.append(positions.numpy().tobytes() + b"|" + row[positions].numpy().tobytes())
+        return keys, mask
+
+    # -- lookup / store ---------------------------------------------------------------------------------
+    def lookup(self, inputs: dict):
+        """The batch's teacher output rebuilt from the cache, or None when any row is missing."""
+        if not self.enabled:
+            return None
+        keyed = self._keys(inputs)
+        if keyed is None:
+            return None
+        keys, mask = keyed
+        rows = [self.entries.get(k) for k in keys]
+        if any(r is None for r in rows):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return self._assemble(rows, mask)
+
+    def store(self, inputs: dict, outputs) -> None:
+        if not self.enabled:
+            return
+        keyed = self._keys(inputs)
+        if keyed is None:
+            return
+        keys, mask = keyed
+        logits = outputs.logits
+        per_token = logits.dim() == 3
+        hidden = None
+        if self.keep_hidden and getattr(outputs, "hidden_states", None) is not None:
+            hidden = torch.stack(tuple(outputs.hidden_states[1:]))  # [L, B, T, d]; the embedding output is unused
+        for b, key in enumerate(keys):
+            if key in self.entries:
+                continue
+            row_mask = mask[b]
+            row_logits = (logits[b][row_mask] if per_token else logits[b]).detach().clone()
+            row_hidden = None if hidden is None else hidden[:, b][:, row_mask].detach().clone()
+            self.entries[key] = (row_logits, row_hidden)
+            self.bytes += row_logits.nbytes + (0 if row_hidden is None else row_hidden.nbytes)
+        if self.bytes > self.max_bytes:
+            logger.info(
+                "Teacher output cache switched off: %d examples take %.0f MB, over its %.0f MB limit "
+                "(raise teacher_cache_mb to keep them; the teacher now runs every step).",
+                len(self.entries), self.bytes / 2**20, self.max_bytes / 2**20,
+            )
+            self.clear()
+            self.enabled = False
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+    def _assemble(self, rows, mask: torch.Tensor):
+        logits_rows = [r[0] for r in rows]
+        B, T = mask.shape
+        if logits_rows[0].dim() == 2:  # per-token logits, real positions only
+            logits = logits_rows[0].new_zeros(B, T, logits_rows[0].shape[-1])
+            logits[mask] = torch.cat(logits_rows)
+        else:
+            logits = torch.stack(logits_rows)
+        hidden_states = None
+        if rows[0][1] is not None:
+            first = rows[0][1]
+            hidden = first.new_zeros(first.shape[0], B, T, first.shape[-1])
+            hidden[:, mask] = torch.cat([r[1] for r in rows], dim=1)
+            hidden_states = (None, *hidden.unbind(0))  # index 0 (embeddings) is not kept
+        return SimpleNamespace(logits=logits, hidden_states=hidden_states)
+
+    def stats(self) -> dict[str, float]:
+        return {"teacher_cache_examples": len(self.entries), "teacher_cache_mb": round(self.bytes / 2**20, 1),
+                "teacher_cache_batch_hits": self.hits, "teacher_cache_batch_misses": self.misses,
+                "teacher_cache_enabled": self.enabled}
