@@ -253,7 +253,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         self._prepare_teacher(teacher_model)
         self.lagrangian = LagrangianTerm(self.budget)
         self._gates = gates
-        self._extra_logs: dict[str, list[float]] = defaultdict(list)
+        self._extra_logs: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self.pruned_model: PreTrainedModel | None = None
         self.compression_seconds: float | None = None
         self.teacher_cache_stats: dict | None = None
@@ -326,7 +326,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         loss = sum(terms.values())
         if model.training:
             for name, value in terms.items():
-                self._extra_logs[f"loss_{name}"].append(float(value.detach()))
+                self._extra_logs[f"loss_{name}"].append(value.detach())  # read at log time: no device sync per step
         return (loss, _without_hidden_states(outputs)) if return_outputs else loss
 
     def _alive_layers(self, z: dict[str, torch.Tensor]) -> list[int]:
@@ -344,7 +344,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         self.lagrangian.warmup_steps = warmup
         expected = expected_size(self.dense_shape, gates, self.budget.metric, self.budget.seq_len)
         lagrangian, relative = self.lagrangian(expected, gates.lambda_1, gates.lambda_2, self.state.global_step)
-        self._extra_logs["expected_size_ratio"].append(float(relative.detach()))
+        self._extra_logs["expected_size_ratio"].append(relative.detach())
         self._extra_logs["target_size_ratio"].append(self.lagrangian.target_at(self.state.global_step))
         return {"kl": kl, "lagrangian": lagrangian}
 
@@ -357,7 +357,7 @@ class VTransTrainer(DistillationMixin, Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._extra_logs:
             for name, values in self._extra_logs.items():
-                logs[name] = float(np.mean(values))
+                logs[name] = float(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean())
             self._extra_logs.clear()
             logs["realised_size_ratio"] = self.realised_size_ratio()
             logs["lambda_1"] = float(self._gates.lambda_1.detach())
