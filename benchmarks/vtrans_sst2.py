@@ -46,7 +46,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     p.add_argument("--methods", nargs="+", default=["vtrans", "fast", "faster", "taylor"],
                    help="vtrans | fast | faster | taylor; fast and faster take an optional schedule "
-                        "'faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]]' (default --fast_epochs / "
+                        "'faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH[:FINETUNE_FRACTION]]]' (default --fast_epochs / "
                         "--fast_finetune_epochs, --batch_size); a trailing '-nocache' switches the teacher output cache "
                         "off for that method")
     p.add_argument("--batch_size", type=int, default=32)
@@ -75,8 +75,9 @@ NO_CACHE = "-nocache"
 
 
 def split_method(method: str, cli) -> tuple[str, tuple, dict]:
-    """'faster:4:1' -> ('faster', (4.0, 1.0, B, B), {}) with B = --batch_size; 'faster:8:3:256:64' also sets the batch
-    size of the gate phase and of the fine-tune: one run can hold the same variant at several schedules. A trailing
+    """'faster:4:1' -> ('faster', (4.0, 1.0, B, B, None), {}) with B = --batch_size; 'faster:8:3:256:64' also sets the
+    batch size of the gate phase and of the fine-tune, 'faster:8:1:256:128:0.3' also the fine-tune's data fraction
+    (nested around the gates' slice): one run can hold the same variant at several schedules. A trailing
     '-nocache' runs the method with teacher_cache_mb=0 (the teacher runs every step), to time the cache side by side."""
     overrides = {}
     if method.endswith(NO_CACHE):
@@ -87,17 +88,19 @@ def split_method(method: str, cli) -> tuple[str, tuple, dict]:
 
 def _split_schedule(method: str, cli) -> tuple[str, tuple]:
     kind, *schedule = method.split(":")
-    if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2, 3, 4) or (
+    if kind not in ("vtrans", "fast", "faster", "taylor") or len(schedule) not in (0, 2, 3, 4, 5) or (
             schedule and kind not in ("fast", "faster")):
         raise SystemExit(f"--methods: unknown {method!r}; use vtrans, fast, faster, taylor, or "
-                         "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH]], each optionally + '-nocache'")
+                         "fast/faster:EPOCHS:FINETUNE_EPOCHS[:BATCH[:FINETUNE_BATCH[:FINETUNE_FRACTION]]], each "
+                         "optionally + '-nocache'")
     if schedule:
         batch = int(schedule[2]) if len(schedule) > 2 else cli.batch_size
         finetune_batch = int(schedule[3]) if len(schedule) > 3 else cli.batch_size
-        return kind, (float(schedule[0]), float(schedule[1]), batch, finetune_batch)
+        finetune_fraction = float(schedule[4]) if len(schedule) > 4 else None
+        return kind, (float(schedule[0]), float(schedule[1]), batch, finetune_batch, finetune_fraction)
     if kind in ("fast", "faster"):
-        return kind, (cli.fast_epochs, cli.fast_finetune_epochs, cli.batch_size, cli.batch_size)
-    return kind, (cli.epochs, cli.finetune_epochs, cli.batch_size, cli.batch_size)
+        return kind, (cli.fast_epochs, cli.fast_finetune_epochs, cli.batch_size, cli.batch_size, None)
+    return kind, (cli.epochs, cli.finetune_epochs, cli.batch_size, cli.batch_size, None)
 
 
 def cpu_latency(model, batch: dict, threads: int) -> float | None:
@@ -201,12 +204,13 @@ def main() -> None:
                 ).train()
             else:
                 small = kind in ("fast", "faster")
-                epochs, finetune_epochs, batch, finetune_batch = schedule
+                epochs, finetune_epochs, batch, finetune_batch, finetune_fraction = schedule
                 args = VTransTrainingArguments(**train_args(
                     os.path.join(work, f"{method.replace(':', '_')}-{sparsity}"), cli, target_sparsity=sparsity,
                     variant=kind, data_fraction=cli.fraction if small else 1.0,
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
                     per_device_train_batch_size=batch, finetune_batch_size=finetune_batch,
+                    finetune_data_fraction=finetune_fraction,
                     **{**json.loads(cli.vtrans_overrides), **overrides},
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
@@ -229,6 +233,7 @@ def main() -> None:
                 "finetune_epochs": schedule[1],
                 "batch_size": schedule[2],
                 "finetune_batch_size": schedule[3],
+                "finetune_data_fraction": schedule[4],
                 "target_sparsity": sparsity,
                 "accuracy": accuracy(pruned, test, collator),
                 "layer_sparsity": report["layer_sparsity"],

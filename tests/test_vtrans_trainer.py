@@ -102,6 +102,23 @@ def test_finetune_phase_takes_its_own_batch_size(tmp_path):
         make_args(tmp_path, finetune_batch_size=0)
 
 
+def test_finetune_phase_takes_its_own_data_fraction(tmp_path):
+    """Faster gates from a quarter of the data, the fine-tune on three quarters that contain that quarter."""
+    teacher = tiny_bert()
+    data = toy_dataset()
+    data = data.add_column("row", list(range(len(data))))
+    args = make_args(tmp_path, variant="faster", data_fraction=0.25, finetune_data_fraction=0.75,
+                     per_device_train_batch_size=8, num_train_epochs=1, finetune_epochs=1, remove_unused_columns=True)
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=args, train_dataset=data)
+    trainer.train()
+    gate_rows = set(trainer.train_dataset["row"])
+    finetune_rows = set(trainer.finetune_trainer.train_dataset["row"])
+    assert len(gate_rows) == 24 and len(finetune_rows) == 72 and gate_rows < finetune_rows
+    assert trainer.state.global_step == 24 // 8 and trainer.finetune_trainer.state.global_step == 72 // 8
+    with pytest.raises(ValueError, match="finetune_data_fraction"):
+        make_args(tmp_path, finetune_data_fraction=1.5)
+
+
 def test_every_loss_term_and_gate_state_is_logged(tmp_path):
     teacher = tiny_bert()
     trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())

@@ -70,6 +70,12 @@ class VTransTrainingArguments(TrainingArguments):
     finetune_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the fine-tuning phase (default: learning_rate)."}
     )
+    finetune_data_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Fraction of train_dataset the fine-tuning phase uses (default: the pruning phase's slice, "
+                  "data_fraction). The slices are nested (same seed), so a larger one holds the pruning slice: "
+                  "Fast/Faster gates can be learnt from 3%% while the recovery sees more sentences."},
+    )
     finetune_batch_size: int | None = field(
         default=None,
         metadata={"help": "Per-device batch size of the fine-tuning phase (default: per_device_train_batch_size). "
@@ -155,6 +161,8 @@ class VTransTrainingArguments(TrainingArguments):
             raise ValueError(f"gate_noise must be 'absolute' or 'relative', got {self.gate_noise!r}.")
         if self.data_fraction is not None and not 0.0 < self.data_fraction <= 1.0:
             raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}.")
+        if self.finetune_data_fraction is not None and not 0.0 < self.finetune_data_fraction <= 1.0:
+            raise ValueError(f"finetune_data_fraction must be in (0, 1], got {self.finetune_data_fraction}.")
         if self.round_to is not None and self.round_to < 1:
             raise ValueError(f"round_to must be a positive integer, got {self.round_to}.")
         if self.teacher_cache_mb < 0:

@@ -236,7 +236,13 @@ class VTransTrainer(DistillationMixin, Trainer):
             min_hidden=args.round_to or 1,
         )
         check_teacher(model, teacher_model, args.distill_hidden_weight)
+        self._finetune_dataset = (
+            train_dataset if args.finetune_data_fraction is None
+            else subsample(train_dataset, args.finetune_data_fraction, args.seed)
+        )
         train_dataset = subsample(train_dataset, args.effective_data_fraction, args.seed)
+        if args.finetune_data_fraction is None:
+            self._finetune_dataset = train_dataset
         gates = get_gates(model) or attach_gates(
             model,
             groups=tuple(args.gate_groups),
@@ -422,7 +428,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             teacher_model=self.teacher_model,
             hidden_index=hidden_index,
             args=args,
-            train_dataset=self.train_dataset,
+            train_dataset=self._finetune_dataset,
             eval_dataset=self.eval_dataset,
             data_collator=self.data_collator,
             processing_class=self.processing_class,
