@@ -82,11 +82,15 @@ def test_left_padding_and_unkeyable_inputs_are_not_confused():
 
 def test_cache_switches_itself_off_over_its_memory_limit():
     teacher = tiny_bert().eval()
-    batch = padded_batch([[5, 6, 7], [8, 9]], 3)
-    cache = TeacherOutputCache(max_bytes=1000)  # one row's hidden states alone (3 layers x 3 x 32 floats) exceed it
-    cache.store(batch, teacher_out(teacher, batch))
+    first, second = padded_batch([[5, 6, 7], [5, 6, 7]], 3), padded_batch([[8, 9], [10, 11, 12]], 4)
+    # one row: 2 logits + 3 layers x 3 tokens x 32 dims, float32; a repeated row is stored once
+    one_row = 4 * (2 + 3 * 3 * 32)
+    cache = TeacherOutputCache(max_bytes=one_row + 100)
+    cache.store(first, teacher_out(teacher, first))
+    assert cache.enabled and len(cache.entries) == 1 and cache.bytes == one_row
+    cache.store(second, teacher_out(teacher, second))  # would add 5 tokens' worth: over the limit, nothing copied
     assert not cache.enabled and cache.entries == {} and cache.bytes == 0
-    assert cache.lookup(batch) is None
+    assert cache.lookup(first) is None
 
 
 class CountingTeacher(BertForSequenceClassification):

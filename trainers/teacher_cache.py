@@ -82,27 +82,42 @@ class TeacherOutputCache:
         if keyed is None:
             return
         keys, mask = keyed
+        new_rows, seen = [], set()  # rows not cached yet, each key once (a batch may repeat a sentence)
+        for b, key in enumerate(keys):
+            if key not in self.entries and key not in seen:
+                seen.add(key)
+                new_rows.append(b)
+        if not new_rows:
+            return
         logits = outputs.logits
         per_token = logits.dim() == 3
-        hidden = None
+        layers = None
         if self.keep_hidden and getattr(outputs, "hidden_states", None) is not None:
-            hidden = torch.stack(tuple(outputs.hidden_states[1:]))  # [L, B, T, d]; the embedding output is unused
-        for b, key in enumerate(keys):
-            if key in self.entries:
-                continue
+            layers = outputs.hidden_states[1:]  # the embedding output (index 0) is not used by distillation
+        # what the new rows would add, checked before copying anything: rows that cannot fit (a big LM's per-token
+        # logits) switch the cache off without a transient copy on the device
+        tokens = int(mask[new_rows].sum())
+        added = logits.element_size() * (tokens * logits.shape[-1] if per_token else len(new_rows) * logits.shape[-1])
+        if layers is not None:
+            added += layers[0].element_size() * len(layers) * tokens * layers[0].shape[-1]
+        if self.bytes + added > self.max_bytes:
+            self._switch_off(len(self.entries) + len(new_rows), self.bytes + added)
+            return
+        for b in new_rows:
             row_mask = mask[b]
             row_logits = (logits[b][row_mask] if per_token else logits[b]).detach().clone()
-            row_hidden = None if hidden is None else hidden[:, b][:, row_mask].detach().clone()
-            self.entries[key] = (row_logits, row_hidden)
+            row_hidden = None if layers is None else torch.stack([h[b][row_mask] for h in layers]).detach()
+            self.entries[keys[b]] = (row_logits, row_hidden)
             self.bytes += row_logits.nbytes + (0 if row_hidden is None else row_hidden.nbytes)
-        if self.bytes > self.max_bytes:
-            logger.info(
-                "Teacher output cache switched off: %d examples take %.0f MB, over its %.0f MB limit "
-                "(raise teacher_cache_mb to keep them; the teacher now runs every step).",
-                len(self.entries), self.bytes / 2**20, self.max_bytes / 2**20,
-            )
-            self.clear()
-            self.enabled = False
+
+    def _switch_off(self, examples: int, needed_bytes: int) -> None:
+        logger.info(
+            "Teacher output cache switched off: %d examples would take %.0f MB, over its %.0f MB limit "
+            "(raise teacher_cache_mb to keep them; the teacher now runs every step).",
+            examples, needed_bytes / 2**20, self.max_bytes / 2**20,
+        )
+        self.clear()
+        self.enabled = False
 
     def clear(self) -> None:
         self.entries.clear()
