@@ -74,10 +74,15 @@ def test_left_padding_and_unkeyable_inputs_are_not_confused():
     cache.store(right, teacher_out(teacher, right))
     left = {k: v.flip(-1) for k, v in padded_batch([[6, 5]], 4).items()}  # tokens 5, 6 at positions 2, 3
     assert cache.lookup(left) is None  # same tokens, other positions: another key
+    shifted = {**right, "position_ids": torch.arange(3, 7).unsqueeze(0)}  # [1, T] positions, broadcast: another key
+    assert cache.lookup(shifted) is None
+    cache.store(shifted, teacher_out(teacher, shifted))
+    torch.testing.assert_close(cache.lookup(shifted).logits, teacher_out(teacher, shifted).logits)
+    assert len(cache.entries) == 2
     embeds = {"inputs_embeds": torch.randn(1, 4, 32), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
     assert cache.lookup(embeds) is None
     cache.store(embeds, teacher_out(teacher, embeds))
-    assert len(cache.entries) == 1
+    assert len(cache.entries) == 2  # not stored
 
 
 def test_cache_switches_itself_off_over_its_memory_limit():

@@ -48,9 +48,12 @@ class TeacherOutputCache:
         if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
             return None
         mask = inputs.get("attention_mask")
+        if mask is not None and mask.shape != input_ids.shape:  # e.g. a 4D custom mask: not keyed
+            return None
         mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
         parts = [inputs[k] for k in KEYED_INPUTS if torch.is_tensor(inputs.get(k))]
-        stacked = torch.stack([p.to(torch.int64) for p in parts], dim=-1).cpu()  # [B, T, P]
+        # position_ids may come as [1, T]: broadcast to the batch
+        stacked = torch.stack([p.to(torch.int64).expand_as(input_ids) for p in parts], dim=-1).cpu()  # [B, T, P]
         mask_cpu = mask.cpu()
         keys = []
         for row, row_mask in zip(stacked, mask_cpu):
