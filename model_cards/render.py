@@ -45,6 +45,13 @@ def _task(config) -> tuple[str, str]:
     return "feature-extraction", "AutoModel"
 
 
+def _data_fractions(report: dict) -> str:
+    """'data fraction 0.03', plus the fine-tune's own slice when it had one."""
+    text = f"data fraction {report.get('data_fraction', 1.0)}"
+    finetune = report.get("finetune_data_fraction")
+    return text if finetune is None else f"{text}, fine-tune data fraction {finetune}"
+
+
 def _budget_rows(report: dict) -> tuple[str, str]:
     """(requested, realised) budget lines, each with its share of the dense model."""
     budget = report.get("budget")
@@ -158,7 +165,7 @@ def render_vtrans_card(
         repo_or_path=repo_or_path,
         base_model=base_model,
         variant=report.get("variant", summary.get("variant", "vtrans")),
-        data_fraction=report.get("data_fraction", 1.0),
+        data_fractions=_data_fractions(report),
         budget_requested=requested,
         budget_realised=realised,
         layer_sparsity=f"{report['layer_sparsity']:.1%}",

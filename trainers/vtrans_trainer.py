@@ -388,6 +388,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         pruned.config.pruning_report.update(
             variant=self.args.variant,
             data_fraction=self.args.effective_data_fraction,
+            finetune_data_fraction=self.args.finetune_data_fraction,
             compression_seconds=self.compression_seconds,
         )
         self.pruned_model = pruned
