@@ -96,6 +96,13 @@ def test_cache_switches_itself_off_over_its_memory_limit():
     cache.store(second, teacher_out(teacher, second))  # would add 5 tokens' worth: over the limit, nothing copied
     assert not cache.enabled and cache.entries == {} and cache.bytes == 0
     assert cache.lookup(first) is None
+    # told how many examples are coming, the first batch decides: 2 of these rows would not fit, so nothing is kept
+    cache = TeacherOutputCache(max_bytes=one_row + 100, expected_examples=2)
+    cache.store(first, teacher_out(teacher, first))
+    assert not cache.enabled and cache.entries == {}
+    cache = TeacherOutputCache(max_bytes=2 * one_row + 100, expected_examples=2)
+    cache.store(first, teacher_out(teacher, first))
+    assert cache.enabled and len(cache.entries) == 1
 
 
 class CountingTeacher(BertForSequenceClassification):
@@ -122,6 +129,7 @@ def test_faster_vtrans_runs_the_teacher_once_per_example_with_the_same_result(tm
         calls[cache_mb] = CountingTeacher.calls
         states[cache_mb] = {k: v.detach().clone() for k, v in trainer.materialize().state_dict().items()}
         if cache_mb:
+            assert trainer.teacher_cache.expected_examples == 32
             assert trainer.teacher_cache_stats["teacher_cache_examples"] == 32
             assert trainer.teacher_cache_stats["teacher_cache_batch_hits"] == 2 * (3 + 2) - 2
         else:

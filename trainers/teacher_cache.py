@@ -30,9 +30,12 @@ IGNORED_INPUTS = ("attention_mask", "labels", "use_cache")
 class TeacherOutputCache:
     """Per-example teacher logits and (optionally) layer hidden states, up to ``max_bytes``."""
 
-    def __init__(self, max_bytes: int, keep_hidden: bool = True) -> None:
+    def __init__(self, max_bytes: int, keep_hidden: bool = True, expected_examples: int | None = None) -> None:
         self.max_bytes = int(max_bytes)
         self.keep_hidden = keep_hidden
+        # with the number of distinct examples known, the first batch tells whether they can all fit: if not, the
+        # cache is off from the start instead of filling up (time and memory) and then being dropped
+        self.expected_examples = expected_examples
         self.enabled = self.max_bytes > 0
         self.entries: dict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.bytes = 0
@@ -106,6 +109,9 @@ class TeacherOutputCache:
         if self.bytes + added > self.max_bytes:
             self._switch_off(len(self.entries) + len(new_rows), self.bytes + added)
             return
+        if not self.entries and self.expected_examples and added / len(new_rows) * self.expected_examples > self.max_bytes:
+            self._switch_off(self.expected_examples, int(added / len(new_rows) * self.expected_examples))
+            return
         for b in new_rows:
             row_mask = mask[b]
             row_logits = (logits[b][row_mask] if per_token else logits[b]).detach().clone()
@@ -115,7 +121,7 @@ class TeacherOutputCache:
 
     def _switch_off(self, examples: int, needed_bytes: int) -> None:
         logger.info(
-            "Teacher output cache switched off: %d examples would take %.0f MB, over its %.0f MB limit "
+            "Teacher output cache switched off: %d examples would take about %.0f MB, over its %.0f MB limit "
             "(raise teacher_cache_mb to keep them; the teacher now runs every step).",
             examples, needed_bytes / 2**20, self.max_bytes / 2**20,
         )

@@ -109,6 +109,14 @@ def _no_cache(model) -> dict:
     return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
 
 
+def _length(dataset) -> int | None:
+    """len(dataset), or None for None and for streamed datasets without a length."""
+    try:
+        return None if dataset is None else len(dataset)
+    except TypeError:
+        return None
+
+
 def _constant(step: int) -> float:
     return 1.0
 
@@ -128,8 +136,12 @@ class DistillationMixin:
             teacher.to(self.args.device)
             cache_mb = getattr(self.args, "teacher_cache_mb", 0) or 0
             if cache_mb > 0:
+                # the examples the teacher will see: the training set, or VTransTrainer's larger fine-tune slice
+                datasets = (getattr(self, "train_dataset", None), getattr(self, "_finetune_dataset", None))
+                sizes = [n for n in map(_length, datasets) if n is not None]
                 self.teacher_cache = TeacherOutputCache(
-                    int(cache_mb * 2**20), keep_hidden=self.args.distill_hidden_weight > 0
+                    int(cache_mb * 2**20), keep_hidden=self.args.distill_hidden_weight > 0,
+                    expected_examples=max(sizes) if sizes else None,
                 )
 
     def _teacher_outputs(self, inputs: dict) -> object:
