@@ -221,12 +221,10 @@ def main() -> None:
                 head_keep = get_gates(trainer.model).groups["heads"].keep_score().detach().cpu().numpy()
                 probe_corr = spearman(probe.special + probe.current, head_keep)
             seconds = time.perf_counter() - began
-            if kind == "taylor":
-                cache_stats = None
             pruned.to(device).eval()
             report = pruned.config.pruning_report
             if kind == "taylor":
-                probe_corr = None
+                probe_corr = cache_stats = None
             row = {
                 "method": method,
                 "epochs": schedule[0],

@@ -66,14 +66,28 @@ class TeacherOutputCache:
         return keys, mask
 
     # -- lookup / store ---------------------------------------------------------------------------------
+    def fetch(self, inputs: dict, compute):
+        """The batch's teacher output from the cache, else ``compute()``'s, stored for next time (keys made once)."""
+        keyed = self._keys(inputs) if self.enabled else None
+        cached = None if keyed is None else self._lookup(*keyed)
+        if cached is not None:
+            return cached
+        outputs = compute()
+        if keyed is not None:
+            self._store(*keyed, outputs)
+        return outputs
+
     def lookup(self, inputs: dict):
         """The batch's teacher output rebuilt from the cache, or None when any row is missing."""
-        if not self.enabled:
-            return None
-        keyed = self._keys(inputs)
-        if keyed is None:
-            return None
-        keys, mask = keyed
+        keyed = self._keys(inputs) if self.enabled else None
+        return None if keyed is None else self._lookup(*keyed)
+
+    def store(self, inputs: dict, outputs) -> None:
+        keyed = self._keys(inputs) if self.enabled else None
+        if keyed is not None:
+            self._store(*keyed, outputs)
+
+    def _lookup(self, keys: list[bytes], mask: torch.Tensor):
         rows = [self.entries.get(k) for k in keys]
         if any(r is None for r in rows):
             self.misses += 1
@@ -81,13 +95,9 @@ class TeacherOutputCache:
         self.hits += 1
         return self._assemble(rows, mask)
 
-    def store(self, inputs: dict, outputs) -> None:
-        if not self.enabled:
+    def _store(self, keys: list[bytes], mask: torch.Tensor, outputs) -> None:
+        if not self.enabled:  # a lookup's keys, but switched off since
             return
-        keyed = self._keys(inputs)
-        if keyed is None:
-            return
-        keys, mask = keyed
         new_rows, seen = [], set()  # rows not cached yet, each key once (a batch may repeat a sentence)
         for b, key in enumerate(keys):
             if key not in self.entries and key not in seen:
@@ -148,7 +158,7 @@ class TeacherOutputCache:
             hidden_states = (None, *hidden.unbind(0))  # index 0 (embeddings) is not kept
         return SimpleNamespace(logits=logits, hidden_states=hidden_states)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, float | bool]:
         return {"teacher_cache_examples": len(self.entries), "teacher_cache_mb": round(self.bytes / 2**20, 1),
                 "teacher_cache_batch_hits": self.hits, "teacher_cache_batch_misses": self.misses,
                 "teacher_cache_enabled": self.enabled}

@@ -146,15 +146,12 @@ class DistillationMixin:
 
     def _teacher_outputs(self, inputs: dict) -> object:
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        cached = self.teacher_cache.lookup(teacher_inputs) if self.teacher_cache is not None else None
-        if cached is not None:
-            return cached
-        teacher_inputs.update(_no_cache(self.teacher_model))
-        with torch.no_grad():
-            outputs = self.teacher_model(**teacher_inputs, output_hidden_states=True)
-        if self.teacher_cache is not None:
-            self.teacher_cache.store(teacher_inputs, outputs)
-        return outputs
+
+        def run_teacher():
+            with torch.no_grad():
+                return self.teacher_model(**teacher_inputs, **_no_cache(self.teacher_model), output_hidden_states=True)
+
+        return run_teacher() if self.teacher_cache is None else self.teacher_cache.fetch(teacher_inputs, run_teacher)
 
     def distillation_terms(
         self,
@@ -248,13 +245,11 @@ class VTransTrainer(DistillationMixin, Trainer):
             min_hidden=args.round_to or 1,
         )
         check_teacher(model, teacher_model, args.distill_hidden_weight)
-        self._finetune_dataset = (
+        full_dataset, train_dataset = train_dataset, subsample(train_dataset, args.effective_data_fraction, args.seed)
+        self._finetune_dataset = (  # nested: the same seed's permutation, cut longer
             train_dataset if args.finetune_data_fraction is None
-            else subsample(train_dataset, args.finetune_data_fraction, args.seed)
+            else subsample(full_dataset, args.finetune_data_fraction, args.seed)
         )
-        train_dataset = subsample(train_dataset, args.effective_data_fraction, args.seed)
-        if args.finetune_data_fraction is None:
-            self._finetune_dataset = train_dataset
         gates = get_gates(model) or attach_gates(
             model,
             groups=tuple(args.gate_groups),
