@@ -49,6 +49,13 @@ VARIANTS = {
     "c_citation_reweighted": ("cr", "citation={w}", {"graph_reweight": True}),
     # the graph weights picked online by the REINFORCE bandit (arms 0 / 0.1 / 0.2 / 0.5, reward: in-batch P@1 change)
     "d_citation_coread_bandit": ("db", "citation={w},coread={w}", {"graph_bandit": True}),
+    # every sampled anchor is also a query whose positives are the labels carried over its edges (Aᵀ Y)
+    "c_citation_anchor_labels": ("ca", "citation={w}", {"anchor_label_weight": None}),
+    "d_citation_coread_anchor_labels": ("da", "citation={w},coread={w}", {"anchor_label_weight": None}),
+    "u_coread_anchor_labels": ("ua", "coread={w}", {"anchor_label_weight": None}),
+    # the anchor-label term alone (point -> anchor term off)
+    "c_citation_anchor_labels_only": ("cao", "citation=0", {"anchor_label_weight": None}),
+    "d_citation_coread_anchor_labels_only": ("dao", "citation=0,coread=0", {"anchor_label_weight": None}),
 }
 REPORTED = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
 
@@ -88,6 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mined_negatives", type=int, default=0)
     parser.add_argument("--graph_min_weight", type=float, default=0.0,
                         help="(cr): drop re-weighted edges whose normalised weight is <= this.")
+    parser.add_argument("--anchor_label_weight", type=float, default=0.5,
+                        help="(ca/da/ua/cao/dao): weight of the anchor-as-query term with graph-carried labels.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--variants", default="a,b,c,d,e")
     parser.add_argument("--max_train", type=int, default=0, help="Use only the first N train points (0 = all).")
@@ -124,6 +133,8 @@ def main(argv=None) -> int:
     for key, (code, template, extra_args) in VARIANTS.items():
         if code not in chosen and not (code in ("c", "d") and "e" in chosen):
             continue
+        if "anchor_label_weight" in extra_args:
+            extra_args = {**extra_args, "anchor_label_weight": args.anchor_label_weight}
         if extra_args.get("graph_reweight"):
             extra_args = {**extra_args, "graph_min_weight": args.graph_min_weight}
         encoder = RamenEncoder.from_backbone(minilm_path())

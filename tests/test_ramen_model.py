@@ -204,6 +204,32 @@ def test_collator_spares_anchors_of_points_sharing_a_label(tokenizer):
         RamenCollator(tokenizer, ["w1"], sp.csr_matrix((1, 3)), ["a", "b", "c"], graph_negatives="some")
 
 
+def test_collator_carries_labels_to_anchors_over_the_graph(tokenizer):
+    # anchor 0 is linked from points 0 and 2, anchor 1 from point 1 only, anchor 2 from nobody
+    labels = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
+    graph = sp.csr_matrix(np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=np.float32))
+    features = [{"point_id": 0}, {"point_id": 1}, {"point_id": 2}]
+    plain = RamenCollator(tokenizer, ["w1", "w2", "w3"], labels, ["w10", "w11", "w12", "w13"],
+                          graphs={"cites": (graph, ["w20", "w21", "w22"])}, seed=0)(features)
+    assert "graph_cites_anchor_label_positive" not in plain
+    collator = RamenCollator(tokenizer, ["w1", "w2", "w3"], labels, ["w10", "w11", "w12", "w13"],
+                             graphs={"cites": (graph, ["w20", "w21", "w22"])}, seed=0, anchor_labels=True)
+    carried = {(0, 0), (0, 1), (0, 2), (1, 1)}  # (anchor, label) = Aᵀ Y > 0
+    for _ in range(5):  # the sampled labels vary; the mask must follow Aᵀ Y for whichever were drawn
+        batch = collator(features)
+        sizes = batch["segment_sizes"].tolist()
+        texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+        label_ids = [int(t[1:]) - 10 for t in texts[sizes[0]:sizes[0] + sizes[1]]]
+        anchor_ids = [int(t[1:]) - 20 for t in texts[sizes[0] + sizes[1]:]]
+        assert anchor_ids == [0, 1]
+        mask = batch["graph_cites_anchor_label_positive"].numpy()
+        assert mask.tolist() == [[(a, l) in carried for l in label_ids] for a in anchor_ids]
+        assert mask.any(axis=1).all()  # each anchor has the label sampled for the point it was drawn for
+    # a re-weighted graph that drops point 2's edge no longer carries label 2 to anchor 0
+    collator.set_graph("cites", sp.csr_matrix(np.array([[0.5, 0, 0], [0, 1.0, 0], [0, 0, 0]], dtype=np.float32)))
+    assert collator._anchor_labels["cites"].toarray().tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
 def test_collator_rejects_mismatched_inputs(tokenizer):
     with pytest.raises(ValueError, match="point texts"):
         RamenCollator(tokenizer, ["w1"], sp.csr_matrix((2, 3)), ["a", "b", "c"])

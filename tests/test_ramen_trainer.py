@@ -15,6 +15,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 import hf_compress  # noqa: F401
 from hf_compress.ramen import RamenConfig, RamenEncoder
 from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit, write_xc_repository
+from hf_compress.ramen.losses import multi_positive_triplet_loss
 from hf_compress.ramen.predict import XCPredictor
 from trainers import RamenTrainer, RamenTrainingArguments
 
@@ -313,6 +314,34 @@ def test_graph_reweight_on_a_citeulike_slice_reuses_point_embeddings_for_train_t
     pruned = trainer.collator.graphs["citation"][0]
     assert pruned.shape == graph.matrix.shape == (256, 10721) and pruned.nnz == log["graph_citation_edges_kept"]
     assert trainer.state.global_step == 3
+
+
+def test_anchor_label_term_is_added_and_logged(tmp_path, tokenizer):
+    data = synthetic_data()
+    # the graph listed at weight 0 still feeds the anchor-label term
+    args = arguments(tmp_path, graph_weights="cites=0", anchor_label_weight=0.5)
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    carried = batch["graph_cites_anchor_label_positive"]
+    assert carried.shape == (int(batch["segment_sizes"][2]), int(batch["segment_sizes"][1])) and bool(carried.any())
+    model = trainer.model.eval()
+    with torch.no_grad():
+        full = float(trainer.compute_loss(model, dict(batch)))
+        without = dict(batch)
+        without.pop("graph_cites_anchor_label_positive")
+        labels_only = float(trainer.compute_loss(model, without))
+        # the difference is exactly 0.5 x the triplet loss of anchors against in-batch labels
+        sizes = batch["segment_sizes"].tolist()
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        parts = torch.split(model(**inputs).pooler_output, sizes)
+        expected = multi_positive_triplet_loss(parts[2], parts[1], carried, row_mask_b=carried.any(dim=1), margin=args.margin,
+                                               num_negatives=args.num_negatives)
+    assert full - labels_only == pytest.approx(0.5 * float(expected), abs=1e-5)
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert "loss_anchor_labels_cites" in logs[0] and logs[0]["graph_weight_cites"] == 0.0
+    with pytest.raises(ValueError, match="anchor_label_weight"):
+        arguments(tmp_path, anchor_label_weight=-1.0)
 
 
 def test_label_aware_graph_negatives_reach_the_loss(tmp_path, tokenizer):

@@ -46,6 +46,12 @@ class RamenTrainingArguments(TrainingArguments):
                           "not the anchors of in-batch points that share a label with it (cluster batches make those "
                           "the hardest, and mostly relevant)."},
     )
+    anchor_label_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a second graph term: every sampled graph anchor is also a query whose positives are the "
+                          "labels of the train points linked to it (labels carried over the edges); 0 = off. Applies to "
+                          "the graphs named in graph_weights (a graph may be listed with weight 0 to use only this term)."},
+    )
     graph_reweight: bool = field(
         default=False,
         metadata={"help": "Before training and at every mining refresh, weight each graph edge by max(cos(point, anchor), 0) "
@@ -95,6 +101,8 @@ class RamenTrainingArguments(TrainingArguments):
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if self.cluster_size < 0 or self.cluster_refresh_epochs < 0 or self.mined_negatives < 0:
             raise ValueError("cluster_size, cluster_refresh_epochs and mined_negatives must be >= 0.")
+        if self.anchor_label_weight < 0:
+            raise ValueError(f"anchor_label_weight must be >= 0, got {self.anchor_label_weight}.")
         if self.graph_min_weight < 0:
             raise ValueError(f"graph_min_weight must be >= 0, got {self.graph_min_weight}.")
         if self.graph_negatives not in ("all", "shared_label"):

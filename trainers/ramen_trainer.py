@@ -1,7 +1,8 @@
 """``RamenTrainer``: siamese encoder training for extreme classification, regularized by metadata graphs.
 
 Per step (one encoder forward over points, sampled positive labels and sampled graph anchors):
-``loss = triplet(points, labels) + sum_g w_g * triplet(points, anchors_g)``; every term is logged. Batches are
+``loss = triplet(points, labels) + sum_g w_g * triplet(points, anchors_g)`` (with ``anchor_label_weight`` also
+``+ sum_g v * triplet(anchors_g, labels)``, the anchors labelled through the graph edges); every term is logged. Batches are
 NGAME cluster batches (similar points together, so in-batch negatives are hard), rebuilt from the current
 encoder every ``cluster_refresh_epochs``. With ``graph_reweight`` the graphs are re-weighted by embedding cosine,
 normalised (D^-1/2 W D^-1/2) and pruned at the same refreshes (and once before training in any case), and anchors
@@ -125,7 +126,7 @@ class RamenTrainer(Trainer):
         graphs = {
             name: (data.graphs[name].matrix, data.graphs[name].anchor_texts)
             for name, weight in args.graph_weight_map.items()
-            if weight > 0 or args.graph_bandit
+            if weight > 0 or args.graph_bandit or args.anchor_label_weight > 0
         }
         collator = RamenCollator(
             tokenizer=processing_class,
@@ -137,6 +138,7 @@ class RamenTrainer(Trainer):
             anchors_per_point=args.anchors_per_point,
             seed=args.seed + args.process_index,
             graph_negatives=args.graph_negatives,
+            anchor_labels=args.anchor_label_weight > 0,
         )
         if train_dataset is None:
             train_dataset = data.train.to_dataset().select_columns(["point_id"])
@@ -287,6 +289,7 @@ class RamenTrainer(Trainer):
         label_positive = inputs.pop("label_positive")
         linked = {name: inputs.pop(f"graph_{name}_linked") for name in self.graph_names}
         spared = {name: inputs.pop(f"graph_{name}_spared", None) for name in self.graph_names}
+        carried = {name: inputs.pop(f"graph_{name}_anchor_label_positive", None) for name in self.graph_names}
         embeddings = model(**inputs).pooler_output
         parts = torch.split(embeddings, sizes, dim=0)
         points, labels = parts[0], parts[1]
@@ -310,6 +313,12 @@ class RamenTrainer(Trainer):
             loss = loss + weights.get(name, 0.0) * graph_loss
             self._extra_logs[f"loss_graph_{name}"].append(float(graph_loss.detach()))
             self._extra_logs[f"graph_weight_{name}"].append(float(weights.get(name, 0.0)))
+            if carried[name] is not None and self.args.anchor_label_weight > 0:
+                # anchors as extra queries, labelled through the graph (only anchors with a carried label count)
+                anchor_loss = multi_positive_triplet_loss(anchors, labels, carried[name], row_mask_b=carried[name].any(dim=1),
+                                                          **options)
+                loss = loss + self.args.anchor_label_weight * anchor_loss
+                self._extra_logs[f"loss_anchor_labels_{name}"].append(float(anchor_loss.detach()))
         if return_outputs:
             return loss, {"embeddings": embeddings}
         return loss

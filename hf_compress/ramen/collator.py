@@ -30,6 +30,10 @@ class RamenCollator:
     ``graph_negatives="shared_label"`` adds ``graph_<name>_spared`` [B, A]: the anchors of in-batch points that share a
     label with a point are not negatives for it. Cluster batches put similar points together, so without it their
     anchors, mostly relevant texts, are a point's hardest graph negatives. Only the batch points' labels are used.
+    ``anchor_labels=True`` adds ``graph_<name>_anchor_label_positive`` [A, L]: an in-batch label is a positive of a
+    sampled anchor when a train point linked to that anchor has it (labels carried over the graph edges, ``Aᵀ Y``), so
+    anchors can serve as extra, graph-labelled queries. Every sampled anchor has at least the label sampled for the
+    point it was drawn for.
     """
 
     tokenizer: object
@@ -44,6 +48,7 @@ class RamenCollator:
     mined_negatives: np.ndarray | None = None
     weighted_graphs: set[str] = field(default_factory=set)
     graph_negatives: str = "all"
+    anchor_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.graph_negatives not in ("all", "shared_label"):
@@ -66,6 +71,7 @@ class RamenCollator:
             raise ValueError(f"RamenCollator: weighted_graphs names {unknown}, which are not among the graphs {sorted(self.graphs)}.")
         for name in self.weighted_graphs:
             self._check_weights(name, self.graphs[name][0])
+        self._anchor_labels = {name: self._carry_labels(matrix) for name, (matrix, _) in self.graphs.items()} if self.anchor_labels else {}
         self._rng = np.random.default_rng(self.seed)
 
     @property
@@ -76,6 +82,12 @@ class RamenCollator:
     def _check_weights(name: str, matrix: sp.csr_matrix) -> None:
         if matrix.nnz and not (np.all(np.isfinite(matrix.data)) and matrix.data.min() >= 0):
             raise ValueError(f"RamenCollator: graph {name!r} is sampled by weight, so its weights must be finite and >= 0.")
+
+    def _carry_labels(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        """Anchors x labels, nonzero where a train point linked to the anchor (edge weight > 0) has the label."""
+        linked = sp.csr_matrix(matrix > 0, dtype=np.float32)
+        labelled = sp.csr_matrix(self.labels > 0, dtype=np.float32)
+        return sp.csr_matrix(linked.T @ labelled)
 
     def set_graph(self, name: str, matrix: sp.csr_matrix, weighted: bool = True) -> None:
         """Replace the matrix of graph ``name`` (same shape, same anchor texts), e.g. by a re-weighted, pruned one;
@@ -93,6 +105,8 @@ class RamenCollator:
         else:
             self.weighted_graphs.discard(name)
         self.graphs[name] = (matrix, texts)
+        if self.anchor_labels:
+            self._anchor_labels[name] = self._carry_labels(matrix)
 
     def _sample_neighbours(
         self, matrix: sp.csr_matrix, point_ids: np.ndarray, count: int, weighted: bool = False
@@ -138,6 +152,9 @@ class RamenCollator:
             if self.graph_negatives == "shared_label":
                 spared_ba = (shares_bb.astype(np.int32) @ linked_ba.astype(np.int32)) > 0
                 batch[f"graph_{name}_spared"] = torch.from_numpy(spared_ba & ~linked_ba)
+            if self.anchor_labels:
+                carried_al = self._anchor_labels[name][anchor_ids][:, label_ids].toarray() > 0
+                batch[f"graph_{name}_anchor_label_positive"] = torch.from_numpy(carried_al)
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch.update(encoded)
         batch["segment_sizes"] = torch.tensor(sizes, dtype=torch.long)
