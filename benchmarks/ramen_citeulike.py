@@ -35,7 +35,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
 from hf_compress.ramen import RamenEncoder  # noqa: E402
 from hf_compress.ramen.data import load_citeulike  # noqa: E402
-from hf_compress.ramen.predict import XCPredictor, evaluate_xc  # noqa: E402
+from hf_compress.ramen.predict import XCPredictor, evaluate_xc, label_vectors_with_points  # noqa: E402
 from trainers import RamenTrainer, RamenTrainingArguments  # noqa: E402
 
 # name -> (code selecting it in --variants, graph_weights template, extra RamenTrainingArguments)
@@ -97,6 +97,9 @@ def main(argv=None) -> int:
                         help="(cr): drop re-weighted edges whose normalised weight is <= this.")
     parser.add_argument("--anchor_label_weight", type=float, default=0.5,
                         help="(ca/da/ua/cao/dao): weight of the anchor-as-query term with graph-carried labels.")
+    parser.add_argument("--label_points_weight", type=float, default=None,
+                        help="Also evaluate every encoder with label vectors = this x text embedding + mean of the "
+                             "label's train points (metrics_label_points); unset = text only.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--variants", default="a,b,c,d,e")
     parser.add_argument("--max_train", type=int, default=0, help="Use only the first N train points (0 = all).")
@@ -117,6 +120,13 @@ def main(argv=None) -> int:
 
     def record(name: str, predictor: XCPredictor, train_seconds: float, extra: dict | None = None) -> None:
         entry = {"metrics": evaluate(predictor, data), "train_seconds": round(train_seconds, 1)}
+        if args.label_points_weight is not None and predictor.classifier is None:
+            # the same encoder, labels represented by text + mean of their train points (same index size)
+            points = predictor.embed(data.train.texts)
+            vectors = label_vectors_with_points(predictor.label_embeddings, points, data.train.labels,
+                                                text_weight=args.label_points_weight)
+            with_points = XCPredictor(predictor.encoder, predictor.tokenizer, data.label_texts, label_embeddings=vectors)
+            entry["metrics_label_points"] = evaluate(with_points, data)
         entry["latency"] = query_latency_ms(predictor, data.test.texts)
         entry.update(saved_size(predictor))
         entry.update(extra or {})
@@ -188,6 +198,14 @@ def main(argv=None) -> int:
                 continue
             gains[name] = {m: round(100 * (entry["metrics"][m] / base[m] - 1), 2) for m in ("P@5", "PSP@5", "P@1", "nDCG@5")}
         results["relative_gain_over_b_percent"] = gains
+        if "metrics_label_points" in runs["b_no_graph"]:
+            base = runs["b_no_graph"]["metrics_label_points"]
+            results["relative_gain_over_b_percent_label_points"] = {
+                name: {m: round(100 * (entry["metrics_label_points"][m] / base[m] - 1), 2) for m in ("P@5", "PSP@5", "P@1")}
+                for name, entry in runs.items() if name != "b_no_graph" and "metrics_label_points" in entry
+            }
+            print("with label vectors from text + points, relative gains over (b), %:",
+                  json.dumps(results["relative_gain_over_b_percent_label_points"]), flush=True)
         print("relative gains over (b), %:", json.dumps(gains), flush=True)
     print("\n" + " | ".join(["variant", *REPORTED, "train s", "query ms", "params"]))
     for name, entry in runs.items():

@@ -63,6 +63,8 @@ def render_ramen_card(
         num_train=training.get("num_train", "?"),
         num_labels=training.get("num_labels", "?"),
         graph_weights=", ".join(f"{k} ({v})" for k, v in graphs.items()) or "none",
+        label_vectors={"text+points": "label text embedding mixed with the mean of its training points"}.get(
+            training.get("label_vectors", "text"), "label text embedding"),
         margin=training.get("margin"), num_negatives=training.get("num_negatives"),
         cluster_size=training.get("cluster_size"), refresh=training.get("cluster_refresh_epochs"),
         epochs=training.get("epochs"), batch_size=training.get("batch_size"), learning_rate=training.get("learning_rate"),

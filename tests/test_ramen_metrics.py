@@ -474,3 +474,25 @@ def test_evaluate_modules_match_xc_metrics(name, prefix, monkeypatch):
         assert_close(got, {key: v for key, v in EXPECTED_PLAIN.items() if key.startswith(prefix)})
         got = metric.compute(predictions=[[0], [1]], references=[[0], []], k=1, ignore_empty=True)
         assert got == {f"{prefix}1": 1.0}
+
+
+def test_label_vectors_with_points_by_hand():
+    from hf_compress.ramen.predict import label_vectors_with_points
+
+    text = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    points = np.array([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    # label 0 has points 0 and 1 (value 3 counts as present), label 1 has point 2, label 2 has none
+    labels = sp.csr_matrix(np.array([[3, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32))
+    got = label_vectors_with_points(text, points, labels, text_weight=2.0)
+    raw0 = 2.0 * np.array([1.0, 0.0]) + np.array([0.5, 0.5])
+    raw1 = 2.0 * np.array([0.0, 1.0]) + np.array([0.6, 0.8])
+    expected = np.stack([raw0 / np.linalg.norm(raw0), raw1 / np.linalg.norm(raw1), [0.6, 0.8]])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert got.dtype == np.float32 and labels.data.tolist() == [3.0, 1.0, 1.0]  # the caller's matrix is untouched
+    # text_weight 0: the label vector is the direction of its points' mean
+    np.testing.assert_allclose(label_vectors_with_points(text, points, labels, text_weight=0.0)[0], [2 ** -0.5, 2 ** -0.5],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="does not match"):
+        label_vectors_with_points(text, points[:2], labels)
+    with pytest.raises(ValueError, match="text_weight"):
+        label_vectors_with_points(text, points, labels, text_weight=-1.0)

@@ -16,7 +16,7 @@ import hf_compress  # noqa: F401
 from hf_compress.ramen import RamenConfig, RamenEncoder
 from hf_compress.ramen.data import MetadataGraph, XCData, XCSplit, write_xc_repository
 from hf_compress.ramen.losses import multi_positive_triplet_loss
-from hf_compress.ramen.predict import XCPredictor
+from hf_compress.ramen.predict import XCPredictor, label_vectors_with_points
 from trainers import RamenTrainer, RamenTrainingArguments
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(60)]
@@ -209,6 +209,31 @@ def test_bandit_and_mined_negatives_run_inside_training(tmp_path, tokenizer):
         assert not set(negatives[negatives >= 0].tolist()) & set(data.train.labels[row].indices.tolist())
     weights = {log["graph_weight_cites"] for log in trainer.state.log_history if "graph_weight_cites" in log}
     assert weights <= {0.0, 0.5} and len(weights) >= 1
+
+
+def test_label_vectors_from_text_and_points_reach_the_saved_predictor(tmp_path, tokenizer):
+    from huggingface_hub import ModelCard
+
+    data = synthetic_data()
+    args = arguments(tmp_path, label_vectors="text+points", label_text_weight=0.5, num_train_epochs=1)
+    trainer = RamenTrainer(model=tiny_encoder(), args=args, data=data, processing_class=tokenizer)
+    trainer.train()
+    encoder = trainer.model
+    expected = label_vectors_with_points(encoder.encode(data.label_texts, tokenizer), encoder.encode(data.train.texts, tokenizer),
+                                         data.train.labels, text_weight=0.5)
+    predictor = trainer.build_predictor()
+    np.testing.assert_allclose(predictor.label_embeddings, expected, atol=1e-5)
+    text_only = encoder.encode(data.label_texts, tokenizer)
+    assert not np.allclose(predictor.label_embeddings, text_only, atol=1e-3)
+    assert predictor.label_embeddings.shape == text_only.shape  # same index size, same query cost
+    trainer.evaluate()
+    folder = trainer.save_predictor(str(tmp_path / "pred"))
+    loaded = XCPredictor.from_pretrained(folder)
+    assert loaded.label_vectors == "text+points"
+    np.testing.assert_allclose(loaded.label_embeddings, predictor.label_embeddings, atol=1e-6)
+    assert "mixed with the mean of its training points" in ModelCard.load(tmp_path / "pred" / "README.md").text
+    with pytest.raises(ValueError, match="label_vectors"):
+        arguments(tmp_path, label_vectors="points")
 
 
 def test_saved_predictor_carries_a_valid_card_with_the_measured_metrics(tmp_path, tokenizer):

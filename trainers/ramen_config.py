@@ -81,6 +81,13 @@ class RamenTrainingArguments(TrainingArguments):
     propensity_a: float = field(default=0.55, metadata={"help": "Propensity model A (Jain et al. 2016)."})
     propensity_b: float = field(default=1.5, metadata={"help": "Propensity model B."})
     index_backend: str = field(default="auto", metadata={"help": "ANN backend for label search: auto | exact | hnswlib | faiss."})
+    label_vectors: str = field(
+        default="text",
+        metadata={"help": "Label vectors of the search index: 'text' (the label text's embedding) or 'text+points' "
+                          "(normalize(label_text_weight * text embedding + mean embedding of the label's train points)); "
+                          "same index size and query cost either way."},
+    )
+    label_text_weight: float = field(default=1.0, metadata={"help": "With label_vectors='text+points': weight of the text embedding."})
     classifier_epochs: int = field(
         default=0, metadata={"help": "Epochs of the one-vs-all classifier stage on the frozen encoder (0 = skip)."}
     )
@@ -101,6 +108,10 @@ class RamenTrainingArguments(TrainingArguments):
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if self.cluster_size < 0 or self.cluster_refresh_epochs < 0 or self.mined_negatives < 0:
             raise ValueError("cluster_size, cluster_refresh_epochs and mined_negatives must be >= 0.")
+        if self.label_vectors not in ("text", "text+points"):
+            raise ValueError(f"label_vectors must be 'text' or 'text+points', got {self.label_vectors!r}.")
+        if self.label_text_weight < 0:
+            raise ValueError(f"label_text_weight must be >= 0, got {self.label_text_weight}.")
         if self.anchor_label_weight < 0:
             raise ValueError(f"anchor_label_weight must be >= 0, got {self.anchor_label_weight}.")
         if self.graph_min_weight < 0:

@@ -31,7 +31,7 @@ from hf_compress.ramen.graph_weights import reweight_graph
 from hf_compress.ramen.losses import graph_regularizer, multi_positive_triplet_loss
 from hf_compress.ramen.mining import ClusterBatchSampler, EmbeddingIndex, hard_negatives
 from hf_compress.ramen.modeling_ramen import RamenEncoder
-from hf_compress.ramen.predict import XCPredictor, evaluate_xc
+from hf_compress.ramen.predict import XCPredictor, evaluate_xc, label_vectors_with_points
 
 from .ramen_config import RamenTrainingArguments
 
@@ -331,12 +331,26 @@ class RamenTrainer(Trainer):
         super().log(logs, start_time)
 
     # -- evaluation and the classifier stage ------------------------------------------------------------
+    def label_embeddings(self, point_embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Label vectors of the current encoder as ``label_vectors`` says: the label texts' embeddings, or those mixed
+        with the mean embedding of each label's train points (``point_embeddings`` of the train split, if at hand)."""
+        model = self._unwrapped()
+        vectors = model.encode(self.data.label_texts, self.processing_class)
+        if self.args.label_vectors == "text+points":
+            if point_embeddings is None:
+                point_embeddings = model.encode(self.data.train.texts, self.processing_class)
+            vectors = label_vectors_with_points(vectors, point_embeddings, self.data.train.labels,
+                                                text_weight=self.args.label_text_weight)
+        return vectors
+
     def build_predictor(self) -> XCPredictor:
         """An ``XCPredictor`` over the current encoder (and classifier, once trained)."""
         return XCPredictor(
             self._unwrapped(),
             self.processing_class,
             self.data.label_texts,
+            label_embeddings=self.label_embeddings(),
+            label_vectors=self.args.label_vectors,
             classifier=self.classifier,
             fusion_weight=self.fusion_weight,
             index_backend=self.args.index_backend,
@@ -371,7 +385,7 @@ class RamenTrainer(Trainer):
             raise ValueError("train_classifier: set classifier_epochs (or pass epochs) to a positive number.")
         model = self._unwrapped()
         points = model.encode(self.data.train.texts, self.processing_class, show_progress=True)
-        label_embeddings = model.encode(self.data.label_texts, self.processing_class)
+        label_embeddings = self.label_embeddings(points)
         index = EmbeddingIndex(label_embeddings.shape[1], backend=self.args.index_backend)
         index.add(label_embeddings)
         _, shortlist = index.search(points, min(self.args.shortlist_size, len(self.data.label_texts)))
@@ -386,6 +400,7 @@ class RamenTrainer(Trainer):
         )
         self.classifier = classifier
         predictor = XCPredictor(model, self.processing_class, self.data.label_texts, label_embeddings=label_embeddings,
+                                label_vectors=self.args.label_vectors,
                                 classifier=classifier, index_backend=self.args.index_backend,
                                 shortlist_size=self.args.shortlist_size)
         scores = {}
@@ -422,6 +437,7 @@ class RamenTrainer(Trainer):
             "params": sum(p.numel() for p in self._unwrapped().parameters()), "train_seconds": round(self.train_seconds, 1),
             "fusion_weight": self.fusion_weight if self.classifier is not None else None,
             "propensity_a": args.propensity_a, "propensity_b": args.propensity_b,
+            "label_vectors": args.label_vectors,
             "graph_reweight": bool(args.graph_reweight), "graph_min_weight": args.graph_min_weight,
             "graph_edges_kept": {name: entry["edges_kept"] for name, entry in self.graph_edge_stats.items()} or None,
         }
