@@ -97,9 +97,10 @@ def main(argv=None) -> int:
                         help="(cr): drop re-weighted edges whose normalised weight is <= this.")
     parser.add_argument("--anchor_label_weight", type=float, default=0.5,
                         help="(ca/da/ua/cao/dao): weight of the anchor-as-query term with graph-carried labels.")
-    parser.add_argument("--label_points_weight", type=float, default=None,
-                        help="Also evaluate every encoder with label vectors = this x text embedding + mean of the "
-                             "label's train points (metrics_label_points); unset = text only.")
+    parser.add_argument("--label_points_weight", default="",
+                        help="Also evaluate every encoder with label vectors = W x text embedding + mean of the label's "
+                             "train points, for each comma-separated W (the first as metrics_label_points, the others as "
+                             "metrics_label_points_W); empty = text only.")
     parser.add_argument("--classifier_epochs", type=int, default=5)
     parser.add_argument("--variants", default="a,b,c,d,e")
     parser.add_argument("--max_train", type=int, default=0, help="Use only the first N train points (0 = all).")
@@ -120,13 +121,14 @@ def main(argv=None) -> int:
 
     def record(name: str, predictor: XCPredictor, train_seconds: float, extra: dict | None = None) -> None:
         entry = {"metrics": evaluate(predictor, data), "train_seconds": round(train_seconds, 1)}
-        if args.label_points_weight is not None and predictor.classifier is None:
-            # the same encoder, labels represented by text + mean of their train points (same index size)
+        if args.label_points_weight and predictor.classifier is None:
+            # the same encoder, labels represented by w x text + mean of their train points (same index size)
             points = predictor.embed(data.train.texts)
-            vectors = label_vectors_with_points(predictor.label_embeddings, points, data.train.labels,
-                                                text_weight=args.label_points_weight)
-            with_points = XCPredictor(predictor.encoder, predictor.tokenizer, data.label_texts, label_embeddings=vectors)
-            entry["metrics_label_points"] = evaluate(with_points, data)
+            for i, weight in enumerate(float(w) for w in args.label_points_weight.split(",")):
+                vectors = label_vectors_with_points(predictor.label_embeddings, points, data.train.labels, text_weight=weight)
+                with_points = XCPredictor(predictor.encoder, predictor.tokenizer, data.label_texts, label_embeddings=vectors)
+                key = "metrics_label_points" if i == 0 else f"metrics_label_points_{weight:g}"
+                entry[key] = evaluate(with_points, data)
         entry["latency"] = query_latency_ms(predictor, data.test.texts)
         entry.update(saved_size(predictor))
         entry.update(extra or {})
