@@ -341,6 +341,15 @@ def test_graph_reweight_on_a_citeulike_slice_reuses_point_embeddings_for_train_t
     assert trainer.state.global_step == 3
 
 
+def loss_with_and_without(trainer: RamenTrainer, batch: dict, key: str) -> tuple[float, float]:
+    """The trainer's loss on one batch (eval mode, no grad) with the batch as is and with ``key`` removed."""
+    model = trainer.model.eval()
+    with torch.no_grad():
+        full = float(trainer.compute_loss(model, dict(batch)))
+        without = {k: v for k, v in batch.items() if k != key}
+        return full, float(trainer.compute_loss(model, without))
+
+
 def test_anchor_label_term_is_added_and_logged(tmp_path, tokenizer):
     data = synthetic_data()
     # the graph listed at weight 0 still feeds the anchor-label term
@@ -349,12 +358,9 @@ def test_anchor_label_term_is_added_and_logged(tmp_path, tokenizer):
     batch = next(iter(trainer.get_train_dataloader()))
     carried = batch["graph_cites_anchor_label_positive"]
     assert carried.shape == (int(batch["segment_sizes"][2]), int(batch["segment_sizes"][1])) and bool(carried.any())
-    model = trainer.model.eval()
+    full, labels_only = loss_with_and_without(trainer, batch, "graph_cites_anchor_label_positive")
+    model = trainer.model
     with torch.no_grad():
-        full = float(trainer.compute_loss(model, dict(batch)))
-        without = dict(batch)
-        without.pop("graph_cites_anchor_label_positive")
-        labels_only = float(trainer.compute_loss(model, without))
         # the difference is exactly 0.5 x the triplet loss of anchors against in-batch labels
         sizes = batch["segment_sizes"].tolist()
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -378,12 +384,7 @@ def test_label_aware_graph_negatives_reach_the_loss(tmp_path, tokenizer):
     assert spared.shape == batch["graph_cites_linked"].shape and not bool((spared & batch["graph_cites_linked"]).any())
     assert bool(spared.any())  # the synthetic graph links label-sharing points, so some anchors are spared
     # the trainer's loss uses the mask: the same batch scores differently without it
-    model = trainer.model.eval()
-    with torch.no_grad():
-        with_mask = float(trainer.compute_loss(model, dict(batch)))
-        without = dict(batch)
-        without.pop("graph_cites_spared")
-        plain = float(trainer.compute_loss(model, without))
+    with_mask, plain = loss_with_and_without(trainer, batch, "graph_cites_spared")
     assert with_mask != pytest.approx(plain)
     trainer.train()
     assert any("loss_graph_cites" in log for log in trainer.state.log_history)
