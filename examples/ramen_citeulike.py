@@ -39,6 +39,7 @@ args = RamenTrainingArguments(
     report_to="none",
     graph_weights="citation=0.2",  # "" = no graph; "citation=0.2,coread=0.2" = both graphs
     cluster_size=16,  # NGAME cluster batches, rebuilt from the current encoder every epoch
+    label_vectors="text+points",  # index each label by its text + the mean of its train papers (same index size)
     classifier_epochs=5,
 )
 trainer = RamenTrainer(model=model, args=args, data=data, processing_class=tokenizer)
