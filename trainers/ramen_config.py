@@ -85,7 +85,8 @@ class RamenTrainingArguments(TrainingArguments):
         default="text",
         metadata={"help": "Label vectors of the search index: 'text' (the label text's embedding) or 'text+points' "
                           "(normalize(label_text_weight * text embedding + mean embedding of the label's train points)); "
-                          "same index size and query cost either way."},
+                          "same index size and query cost either way.",
+                  "choices": ["text", "text+points"]},
     )
     label_text_weight: float = field(default=1.0, metadata={"help": "With label_vectors='text+points': weight of the text embedding."})
     classifier_epochs: int = field(
