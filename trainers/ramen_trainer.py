@@ -313,10 +313,9 @@ class RamenTrainer(Trainer):
             loss = loss + weights.get(name, 0.0) * graph_loss
             self._extra_logs[f"loss_graph_{name}"].append(float(graph_loss.detach()))
             self._extra_logs[f"graph_weight_{name}"].append(float(weights.get(name, 0.0)))
-            if carried[name] is not None and self.args.anchor_label_weight > 0:
-                # anchors as extra queries, labelled through the graph (only anchors with a carried label count)
-                anchor_loss = multi_positive_triplet_loss(anchors, labels, carried[name], row_mask_b=carried[name].any(dim=1),
-                                                          **options)
+            if carried[name] is not None:  # the collator adds it only when anchor_label_weight > 0
+                # anchors as extra queries, labelled through the graph (an anchor without a carried label adds nothing)
+                anchor_loss = multi_positive_triplet_loss(anchors, labels, carried[name], **options)
                 loss = loss + self.args.anchor_label_weight * anchor_loss
                 self._extra_logs[f"loss_anchor_labels_{name}"].append(float(anchor_loss.detach()))
         if return_outputs:

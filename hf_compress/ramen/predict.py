@@ -39,7 +39,7 @@ def label_vectors_with_points(
     encoder whose document space is organised well (what a metadata-graph regularizer shapes) helps retrieval too.
     Same number and size of vectors as text-only labels, so the index and the query cost do not change.
     """
-    labels = sp.csr_matrix(point_labels, dtype=np.float32, copy=True)  # binarised below; the caller's stays as is
+    labels = (sp.csr_matrix(point_labels) != 0).astype(np.float32)  # a new, binary matrix; the caller's stays as is
     if labels.shape != (point_embeddings.shape[0], label_embeddings.shape[0]):
         raise ValueError(
             f"label_vectors_with_points: a {labels.shape[0]} x {labels.shape[1]} label matrix does not match "
@@ -47,7 +47,6 @@ def label_vectors_with_points(
         )
     if text_weight < 0:
         raise ValueError(f"label_vectors_with_points: text_weight must be >= 0, got {text_weight}.")
-    labels.data[:] = 1.0
     counts = np.asarray(labels.sum(axis=0)).ravel()
     sums = np.asarray(labels.T @ point_embeddings, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]
