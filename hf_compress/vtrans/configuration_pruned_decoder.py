@@ -21,7 +21,7 @@ class PrunedDecoderConfig(PretrainedConfig):
     """
 
     model_type = "vtrans_decoder"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,

@@ -23,6 +23,16 @@ from .checkpoint import StrictLoadingMixin
 from .configuration_pruned_decoder import PrunedDecoderConfig
 
 
+
+def resolve_cache_argument(past_key_values: Cache | None, kwargs: dict) -> Cache | None:
+    """The KV cache of a forward call. transformers >= 5.24 passes it as ``cache`` (``generate`` included),
+    earlier 5.x as ``past_key_values``; both are accepted so cached generation works on either."""
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once, as cache or as past_key_values, not both.")
+    return cache if cache is not None else past_key_values
+
+
 class PrunedRMSNorm(nn.Module):
     """RMSNorm (computed in float32, like LLaMA's)."""
 
@@ -230,6 +240,7 @@ class PrunedDecoderModel(PrunedDecoderPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        past_key_values = resolve_cache_argument(past_key_values, kwargs)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and past_key_values is None:
@@ -299,6 +310,7 @@ class PrunedDecoderForCausalLM(PrunedDecoderPreTrainedModel, GenerationMixin):
         num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        past_key_values = resolve_cache_argument(past_key_values, kwargs)
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
