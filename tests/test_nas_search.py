@@ -136,6 +136,52 @@ def test_channel_bottleneck_and_derived_cells_cut_params_and_macs(space):
     assert sum(derived.cell_mixed) == len(derived.cell_types)
 
 
+@pytest.mark.parametrize("derived", [False, True])
+def test_op_scope_bottleneck_keeps_skip_an_identity_path(derived):
+    """bottleneck_scope='ops' shrinks only the convolutions: a cell whose one path is the input-to-output skip
+    returns its input unchanged, as in the derived network. With the cell-wide bottleneck that skip passes two
+    1x1 convs."""
+    space = get_space("nb201")
+    none, skip, conv = space.op_index("none"), space.op_index("skip_connect"), space.op_index("nor_conv_3x3")
+    chosen = [none] * space.num_edges
+    chosen[space.edges.index((0, 3))] = skip
+    x = torch.randn(2, 8, 16, 16)
+    for scope, identity in (("ops", True), ("cell", False)):
+        model = tiny_supernet("nb201", channel_bottleneck=2, bottleneck_scope=scope, derived_cells=derived)
+        cell = model.cells[0]
+        assert torch.equal(cell((x,), torch.softmax(model.alphas["normal"], -1), chosen), x) is identity
+    narrow = tiny_supernet("nb201", channel_bottleneck=2, bottleneck_scope="ops", derived_cells=derived,
+                           weight_sharing=True)
+    cell = narrow.cells[0]
+    assert cell._op(0, conv).conv.in_channels == 4 and cell._op(0, skip) is not None
+    assert [cell.full_width[space.op_index(name)] for name in ("skip_connect", "avg_pool_3x3", "nor_conv_1x1")] == [
+        True, True, False]
+    # cost between the cell-wide bottleneck and none: three shrinks and three expands per cell instead of one each
+    wide = tiny_supernet("nb201", derived_cells=derived, weight_sharing=True)
+    cell_scope = tiny_supernet("nb201", channel_bottleneck=2, derived_cells=derived, weight_sharing=True)
+    assert supernet_macs(cell_scope) < supernet_macs(narrow) < supernet_macs(wide)
+    out = narrow(torch.randn(3, 3, 16, 16), labels=torch.tensor([0, 3, 9]))
+    out.loss.backward()
+    assert narrow.alphas["normal"].grad.abs().sum() > 0
+    assert all(p.grad is not None for p in cell.source_shrinks.parameters())
+    with pytest.raises(ValueError, match="bottleneck_scope='ops' is implemented for the NAS-Bench-201"):
+        tiny_supernet("darts", channel_bottleneck=2, bottleneck_scope="ops")
+    with pytest.raises(ValueError, match="bottleneck_scope must be one of"):
+        tiny_supernet("nb201", bottleneck_scope="edge")
+
+
+def test_search_with_op_scope_bottleneck_meets_the_budget(tmp_path, digits):
+    args = tiny_args(tmp_path, bottleneck_scope="ops", max_steps=8)
+    assert args.supernet_kwargs()["bottleneck_scope"] == "ops"
+    trainer = DCANASTrainer(args=args, train_dataset=digits)
+    assert trainer.supernet.settings.bottleneck_scope == "ops"
+    trainer.train()
+    result = trainer.search_result()
+    assert result.budget_met and result.derived_cost == network_cost(result.config).params
+    with pytest.raises(ValueError, match="bottleneck_scope must be 'cell' or 'ops'"):
+        tiny_args(tmp_path, bottleneck_scope="edges")
+
+
 @pytest.mark.parametrize("space", ["nb201", "darts"])
 def test_derived_cells_sample_their_genotype_while_training(space):
     """At the nearly uniform alpha of the warm-up, derived cells draw different ops step to step, so the

@@ -140,6 +140,13 @@ class DCANASTrainingArguments(TrainingArguments):
     channel_bottleneck: int = field(
         default=4, metadata={"help": "Shrink factor of the channels the candidate ops run on (1 = off)."}
     )
+    bottleneck_scope: str = field(
+        default="cell",
+        metadata={"help": "What the channel bottleneck shrinks. 'cell': the cell's input and output (every path, "
+                  "skip_connect included, passes two 1x1 convs). 'ops' (NAS-Bench-201): only the ops with weights; "
+                  "skip and pooling act on the full-width node states, so a skip stays an identity path as in the "
+                  "derived network."},
+    )
     weight_sharing: bool = field(
         default=True, metadata={"help": "The same op from the same source node shares weights across target nodes."}
     )
@@ -177,6 +184,8 @@ class DCANASTrainingArguments(TrainingArguments):
             raise ValueError(f"arch_warmup_ratio must be in [0, 1), got {self.arch_warmup_ratio}.")
         if self.channel_bottleneck < 1:
             raise ValueError(f"channel_bottleneck is a shrink factor >= 1 (1 = off), got {self.channel_bottleneck}.")
+        if self.bottleneck_scope not in ("cell", "ops"):
+            raise ValueError(f"bottleneck_scope must be 'cell' or 'ops', got {self.bottleneck_scope!r}.")
         if self.budget_type == "latency" and self.latency_table is None:
             raise ValueError(
                 "budget_type='latency' needs latency_table=<json> measured on the target device "
@@ -215,7 +224,7 @@ class DCANASTrainingArguments(TrainingArguments):
             num_classes=self.num_labels, image_size=self.image_size, num_channels=self.num_channels,
             channel_bottleneck=self.channel_bottleneck, weight_sharing=self.weight_sharing,
             derived_cells=self.derived_cells, alpha_init_std=self.alpha_init_std, exclude_none=self.exclude_none,
-            derived_sampling=self.derived_sampling,
+            derived_sampling=self.derived_sampling, bottleneck_scope=self.bottleneck_scope,
         )
 
     def final_config_kwargs(self) -> dict:

@@ -4,9 +4,15 @@ One class serves both spaces (``search_space="nb201"`` or ``"darts"``); the skel
 that of the derived network (``modeling_dcanas.py``) at search size. Three search-time speed-ups, each
 switchable for ablation:
 
-* ``channel_bottleneck=k`` (1 = off): a 1x1 conv + BN shrinks a cell's input to ``C // k`` channels, the
-  candidate ops of the cell run on those, and a 1x1 conv + BN expands the cell output back to ``C``
-  (DARTS: the two input preprocessings output ``C // k`` directly and the concatenated nodes are expanded).
+* ``channel_bottleneck=k`` (1 = off): the candidate ops run on ``C // k`` channels. NB201,
+  ``bottleneck_scope="cell"``: a 1x1 conv + BN shrinks the cell's input and another expands the cell's output
+  back to ``C``, so every path through the cell, ``skip_connect`` included, passes two 1x1 convs.
+  ``bottleneck_scope="ops"``: the node states stay ``C`` wide; only the ops with weights (the convolutions) run
+  narrow, on a per-source-node shrink, and their sum into each node is expanded once per target node, while
+  ``skip_connect`` and pooling act on the full-width states. A skip is then an identity path through the cell,
+  as it is in the derived network, which is what makes the space's best cells (a skip from the input to the
+  output node) trainable at depth. DARTS: the two input preprocessings output ``C // k`` directly and the
+  concatenated nodes are expanded (``bottleneck_scope="cell"`` only).
 * ``weight_sharing``: the op ``o`` applied to state ``i`` is one module for every edge ``i -> j`` (and is
   computed once per forward); without it each edge owns its ops.
 * ``derived_cells``: only the first cell of each type (NB201: the first cell; DARTS: the first normal and
@@ -44,6 +50,7 @@ from .spaces import NB201, DartsGenotype, NB201Genotype, SearchSpace, get_space
 ARCH_PREFIX = "alphas."
 NB201_OPS_NONE = 0  # index of `none` in NB201_OPS
 CONSTRAINT_PREFIX = "constraint."
+BOTTLENECK_SCOPES = ("cell", "ops")
 
 
 @dataclass
@@ -59,6 +66,7 @@ class SupernetSettings:
     image_size: int = 32
     num_channels: int = 3
     channel_bottleneck: int = 1
+    bottleneck_scope: str = "cell"    # "cell": shrink the cell; "ops" (NB201): only ops with weights run narrow
     weight_sharing: bool = False
     derived_cells: bool = False
     derived_sampling: bool = True     # derived cells draw their genotype from softmax(alpha) while training
@@ -84,6 +92,7 @@ def resolve_settings(
     alpha_init_std: float = 1e-3,
     exclude_none: bool = True,
     derived_sampling: bool = True,
+    bottleneck_scope: str = "cell",
 ) -> SupernetSettings:
     """Fill defaults from the space's *search* network (NB201: C=16, N=5; DARTS: C=16, 8 cells) and check."""
     space = get_space(search_space)
@@ -110,6 +119,13 @@ def resolve_settings(
             f"channel_bottleneck={k} leaves {C // k} channel(s) of init_channels={C}; the ops need >= 2 "
             f"(use channel_bottleneck <= {C // 2})."
         )
+    if bottleneck_scope not in BOTTLENECK_SCOPES:
+        raise ValueError(f"bottleneck_scope must be one of {BOTTLENECK_SCOPES}, got {bottleneck_scope!r}.")
+    if bottleneck_scope == "ops" and space.name != NB201:
+        raise ValueError(
+            "bottleneck_scope='ops' is implemented for the NAS-Bench-201 space; DARTS cells shrink through their "
+            "input preprocessing (use bottleneck_scope='cell')."
+        )
     if image_size % 4:
         raise ValueError(f"image_size must be divisible by 4 (the network halves it twice), got {image_size}.")
     return SupernetSettings(
@@ -117,7 +133,7 @@ def resolve_settings(
         stem_multiplier=stem_multiplier, num_classes=int(num_classes), image_size=int(image_size),
         num_channels=int(num_channels), channel_bottleneck=k, weight_sharing=bool(weight_sharing),
         derived_cells=bool(derived_cells), alpha_init_std=float(alpha_init_std), exclude_none=bool(exclude_none),
-        derived_sampling=bool(derived_sampling),
+        derived_sampling=bool(derived_sampling), bottleneck_scope=bottleneck_scope,
     )
 
 
@@ -224,6 +240,8 @@ class SearchCell(nn.Module):
 
     ``forward(inputs, probs, chosen)``: ``probs`` [edges, ops] are the cell type's softmax(alpha);
     ``chosen`` None computes the mixture, else a list with one op index (or None: edge dropped) per edge.
+    ``bottleneck_scope`` (NB201, when ``C_op < C``): "cell" shrinks the cell, "ops" only the ops with weights
+    (see the module docstring).
     """
 
     def __init__(
@@ -236,6 +254,7 @@ class SearchCell(nn.Module):
         C_prev_prev: int | None = None,
         C_prev: int | None = None,
         reduction_prev: bool = False,
+        bottleneck_scope: str = "cell",
     ) -> None:
         super().__init__()
         self.space = space
@@ -243,18 +262,29 @@ class SearchCell(nn.Module):
         self.weight_sharing = weight_sharing
         self.C, self.C_op = C, C_op
         self.none_index = space.op_index("none")
+        self.narrow_ops = space.name == NB201 and bottleneck_scope == "ops" and C_op != C
         kw = dict(affine=False, track_running_stats=False, search=True)
+        sources = sorted({i for i, _ in space.edges})
+        # the width each op runs at: with narrow ops only the ones with weights are shrunk
+        self.full_width = [
+            self.narrow_ops and not any(True for _ in build_op(space.name, name, C, C, 1, **kw).parameters())
+            for name in space.ops
+        ]
         if space.name == NB201:
-            self.shrink = _Shrink(C, C_op) if C_op != C else None
+            cell_shrink = C_op != C and not self.narrow_ops
+            self.shrink = _Shrink(C, C_op) if cell_shrink else None
             self.preprocess0 = self.preprocess1 = None
-            self.expand = _Shrink(C_op, C) if C_op != C else None
+            self.expand = _Shrink(C_op, C) if cell_shrink else None
+            targets = sorted({j for _, j in space.edges})
+            self.source_shrinks = nn.ModuleDict({str(i): _Shrink(C, C_op) for i in sources}) if self.narrow_ops else None
+            self.target_expands = nn.ModuleDict({str(j): _Shrink(C_op, C) for j in targets}) if self.narrow_ops else None
         else:
             if reduction_prev:
                 self.preprocess0 = FactorizedReduce(C_prev_prev, C_op, 2, affine=False, track_running_stats=False)
             else:
                 self.preprocess0 = ReLUConvBN(C_prev_prev, C_op, 1, 1, 0, affine=False, track_running_stats=False)
             self.preprocess1 = ReLUConvBN(C_prev, C_op, 1, 1, 0, affine=False, track_running_stats=False)
-            self.shrink = None
+            self.shrink = self.source_shrinks = self.target_expands = None
             concat = space.num_nodes
             self.expand = _Shrink(concat * C_op, concat * C) if C_op != C else None
         self.multiplier = 1 if space.name == NB201 else space.num_nodes
@@ -263,11 +293,11 @@ class SearchCell(nn.Module):
             return 2 if (reduction and source < space.num_cell_inputs) else 1
 
         def ops_for(source: int) -> nn.ModuleList:
+            widths = [C if full else C_op for full in self.full_width]
             return nn.ModuleList(
-                [build_op(space.name, name, C_op, C_op, stride(source), **kw) for name in space.ops]
+                [build_op(space.name, name, w, w, stride(source), **kw) for name, w in zip(space.ops, widths)]
             )
 
-        sources = sorted({i for i, _ in space.edges})
         if weight_sharing:
             self.source_ops = nn.ModuleDict({str(i): ops_for(i) for i in sources})
             self.edge_ops = None
@@ -292,31 +322,45 @@ class SearchCell(nn.Module):
             states = [self.preprocess0(s0), self.preprocess1(s1)]
             first_target = 2
         cache: dict[tuple[int, int], torch.Tensor] = {}
+        shrunk: dict[int, torch.Tensor] = {}
+
+        def op_input(source: int, o: int) -> torch.Tensor:
+            if not self.narrow_ops or self.full_width[o]:
+                return states[source]
+            if source not in shrunk:
+                shrunk[source] = self.source_shrinks[str(source)](states[source])
+            return shrunk[source]
 
         def run(e: int, o: int) -> torch.Tensor:
             source = space.edges[e][0]
             key = (source, o) if self.weight_sharing else (e, o)
             if key not in cache:
-                cache[key] = self._op(e, o)(states[source])
+                cache[key] = self._op(e, o)(op_input(source, o))
             return cache[key]
+
+        def add(total, term):
+            return term if total is None else total + term
 
         last = space.num_nodes - 1 if space.name == NB201 else space.num_nodes + 1
         for target in range(first_target, last + 1):
-            total = None
+            wide = narrow = None  # narrow: the shrunk ops' sum, expanded once per node (narrow_ops only)
             for e in space.incoming_edges(target):
                 if chosen is None:
-                    for o in range(space.num_ops):
-                        if o == self.none_index:
-                            continue
-                        term = probs[e, o] * run(e, o)
-                        total = term if total is None else total + term
+                    terms = [(o, probs[e, o] * run(e, o)) for o in range(space.num_ops) if o != self.none_index]
                 else:
                     o = chosen[e]
                     if o is None or o == self.none_index:
                         continue
                     p = probs[e, o]
-                    term = run(e, o) * (p / p.detach())
-                    total = term if total is None else total + term
+                    terms = [(o, run(e, o) * (p / p.detach()))]
+                for o, term in terms:
+                    if self.narrow_ops and not self.full_width[o]:
+                        narrow = add(narrow, term)
+                    else:
+                        wide = add(wide, term)
+            total = wide
+            if narrow is not None:
+                total = add(total, self.target_expands[str(target)](narrow))
             if total is None:  # only `none` reaches this node: zeros of the node's shape
                 e = space.incoming_edges(target)[0]
                 source = states[space.edges[e][0]]
@@ -362,7 +406,8 @@ class DCANASSupernet(nn.Module):
                     cells.append(ResNetBasicBlock(C_prev, C_stage, 2))
                     kinds.append(None)
                 for _ in range(settings.cells_per_stage):
-                    cells.append(SearchCell(space, C_stage, max(2, C_stage // k), settings.weight_sharing))
+                    cells.append(SearchCell(space, C_stage, max(2, C_stage // k), settings.weight_sharing,
+                                            bottleneck_scope=settings.bottleneck_scope))
                     kinds.append("normal")
                 C_prev = C_stage
             self.final_norm = nn.BatchNorm2d(C_prev)
