@@ -201,6 +201,29 @@ def test_save_load_generate_with_cache(kind, tmp_path):
     assert torch.equal(batch[0, -5:], alone[0, -5:])
 
 
+def test_pruned_decoder_takes_the_cache_under_either_name():
+    """transformers >= 5.24 passes the KV cache as ``cache``, earlier 5.x as ``past_key_values``: a second step
+    with either name continues the first one, and naming two different caches is an error."""
+    from transformers import DynamicCache
+
+    model = tiny_decoder("llama")
+    attach_gates(model)
+    set_gates(model, "heads", seed=5)
+    pruned = materialize(model).eval()
+    x = inputs(2, 7)
+    with torch.no_grad():
+        full = pruned(x).logits[:, -1]
+        steps = {}
+        for name in ("cache", "past_key_values"):
+            cache = DynamicCache(config=pruned.config)
+            pruned(x[:, :-1], use_cache=True, **{name: cache})
+            steps[name] = pruned(x[:, -1:], use_cache=True, **{name: cache}).logits[:, -1]
+    for name, logits in steps.items():
+        assert torch.allclose(logits, full, atol=1e-5), name
+    with pytest.raises(ValueError, match="Pass the KV cache once"):
+        pruned(x, cache=DynamicCache(config=pruned.config), past_key_values=DynamicCache(config=pruned.config))
+
+
 def test_tied_embeddings_stay_tied(tmp_path):
     model = tiny_decoder("llama", tie_word_embeddings=True)
     attach_gates(model)
