@@ -9,6 +9,8 @@ in layer order), so the cache's first slot always holds real keys and its sequen
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,11 @@ def resolve_cache_argument(past_key_values: Cache | None, kwargs: dict) -> Cache
     if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("Pass the KV cache once, as cache or as past_key_values, not both.")
     return cache if cache is not None else past_key_values
+
+
+# the output field that holds the KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before (building an
+# output with the other name still works there, but logs a deprecation warning on every first call)
+CACHE_FIELD = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
 
 
 class PrunedRMSNorm(nn.Module):
@@ -270,8 +277,8 @@ class PrunedDecoderModel(PrunedDecoderPreTrainedModel):
         if output_hidden_states:  # like transformers: the last entry is the normed output
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None,
-            hidden_states=all_hidden_states,
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
 
@@ -330,5 +337,5 @@ class PrunedDecoderForCausalLM(PrunedDecoderPreTrainedModel, GenerationMixin):
                 loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
                 loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
         )
