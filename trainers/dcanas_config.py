@@ -162,6 +162,7 @@ class DCANASTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         from hf_compress.nas.spaces import get_space
+        from hf_compress.nas.supernet import BOTTLENECK_SCOPES
 
         self.search_space = get_space(self.search_space).name
         if self.budget_type not in BUDGET_TYPES:
@@ -184,8 +185,8 @@ class DCANASTrainingArguments(TrainingArguments):
             raise ValueError(f"arch_warmup_ratio must be in [0, 1), got {self.arch_warmup_ratio}.")
         if self.channel_bottleneck < 1:
             raise ValueError(f"channel_bottleneck is a shrink factor >= 1 (1 = off), got {self.channel_bottleneck}.")
-        if self.bottleneck_scope not in ("cell", "ops"):
-            raise ValueError(f"bottleneck_scope must be 'cell' or 'ops', got {self.bottleneck_scope!r}.")
+        if self.bottleneck_scope not in BOTTLENECK_SCOPES:
+            raise ValueError(f"bottleneck_scope must be one of {BOTTLENECK_SCOPES}, got {self.bottleneck_scope!r}.")
         if self.budget_type == "latency" and self.latency_table is None:
             raise ValueError(
                 "budget_type='latency' needs latency_table=<json> measured on the target device "

@@ -25,7 +25,6 @@ from .checkpoint import StrictLoadingMixin
 from .configuration_pruned_decoder import PrunedDecoderConfig
 
 
-
 def resolve_cache_argument(past_key_values: Cache | None, kwargs: dict) -> Cache | None:
     """The KV cache of a forward call. transformers >= 5.24 passes it as ``cache`` (``generate`` included),
     earlier 5.x as ``past_key_values``; both are accepted so cached generation works on either."""
