@@ -130,7 +130,8 @@ def child_search(spec: dict) -> dict:
     with RSSSampler() as memory:
         result = search(data, **kwargs)
     out = result.to_dict()
-    out.pop("alphas", None)
+    if not spec.get("keep_alphas"):
+        out.pop("alphas", None)
     out.update(memory.report())
     if spec.get("measure_latency"):
         from hf_compress.nas.latency import measure_network_latency

@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--lug", default=os.path.join(HERE, "results", "dcanas_nb201_cpu_fill_lug_params.json"))
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--train_limit", type=int, default=None,
+                        help="CIFAR-10 training images (half for weights, half for alpha); default: the full benchmark's")
+    parser.add_argument("--epochs", type=float, default=None, help="search epochs over the weight half; default: the full benchmark's")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "dcanas_nb201_sweep.jsonl"))
     args = parser.parse_args()
 
@@ -38,9 +41,14 @@ def main() -> None:
     budget = args.ratio * scorer.largest
     settings = json.loads(args.settings)
     defaults = bench.build_parser().parse_args([])  # the full benchmark's supernet, data and search settings
+    if args.train_limit is not None:
+        defaults.train_limit = args.train_limit
+    if args.epochs is not None:
+        defaults.epochs = args.epochs
 
     def spec(seed: int) -> dict:
-        return bench.search_spec(defaults, seed, "dcanas_fill", budget=budget, lug=args.lug, **settings)
+        spec = bench.search_spec(defaults, seed, "dcanas_fill", budget=budget, lug=args.lug, **settings)
+        return {**spec, "keep_alphas": True}
 
     seeds = [int(s) for s in args.seeds.split(",")]
     with futures.ThreadPoolExecutor(args.parallel) as pool:
@@ -49,10 +57,13 @@ def main() -> None:
             seed, res = jobs[job], job.result()
             score = scorer.score(res["genotype"], budget)
             line = {"tag": args.tag, "settings": settings, "ratio": args.ratio, "seed": seed,
+                    "train_limit": defaults.train_limit, "epochs": defaults.epochs,
+                    "max_steps": bench.search_steps(defaults),
                     "raw_genotype": res["raw_genotype"], "raw_nb201_acc": scorer.score(res["raw_genotype"], None)["nb201_acc"],
                     "genotype": res["genotype"], "nb201_acc": score["nb201_acc"], "regret": score["regret"],
                     "budget_met": score["budget_met"], "wall_time_s": res["wall_time_s"],
-                    "alpha_entropy": res.get("alpha_entropy"), "lambda": res.get("lambda"), "parallel": args.parallel}
+                    "alpha_entropy": res.get("alpha_entropy"), "lambda": res.get("lambda"), "parallel": args.parallel,
+                    "alphas": res.get("alphas")}
             print(json.dumps(line), flush=True)
             with open(args.output, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
