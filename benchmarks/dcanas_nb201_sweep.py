@@ -7,6 +7,7 @@ of an earlier full run maps the device budget to the search budget. One JSON lin
 
     python benchmarks/dcanas_nb201_sweep.py --tag lr3e-2 --settings '{"arch_learning_rate": 0.03}'
     python benchmarks/dcanas_nb201_sweep.py --tag N3 --settings '{"search_cells_per_stage": 3}'
+    python benchmarks/dcanas_nb201_sweep.py --tag full50k_10ep --train_limit 50000 --epochs 10   # ~16 min a search
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("--settings", default="{}", help="JSON of search() keyword overrides")
     parser.add_argument("--ratio", type=float, default=0.5, help="parameter budget / largest cell")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--lug", default=os.path.join(HERE, "results", "dcanas_nb201_cpu_fill_lug_params.json"))
+    parser.add_argument("--lug", default=os.path.join(HERE, "results", "dcanas_nb201_cpu_fill_lug_params.json"),
+                        help="look-up graph mapping the device budget to the search budget ('' : none, the search "
+                             "budget is the device budget)")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--train_limit", type=int, default=None,
                         help="CIFAR-10 training images (half for weights, half for alpha); default: the full benchmark's")
