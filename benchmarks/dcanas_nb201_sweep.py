@@ -66,6 +66,7 @@ def main() -> None:
                     "genotype": res["genotype"], "nb201_acc": score["nb201_acc"], "regret": score["regret"],
                     "budget_met": score["budget_met"], "wall_time_s": res["wall_time_s"],
                     "alpha_entropy": res.get("alpha_entropy"), "lambda": res.get("lambda"), "parallel": args.parallel,
+                    "repair_moves": res.get("repair_moves"), "fill_moves": res.get("fill_moves"),
                     "alphas": res.get("alphas")}
             print(json.dumps(line), flush=True)
             with open(args.output, "a", encoding="utf-8") as handle:
