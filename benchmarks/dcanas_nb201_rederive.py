@@ -3,7 +3,8 @@
 A search whose budget never bound (lambda stayed 0: the expected cost of alpha stayed under the search budget)
 trained exactly as an unconstrained one, so its final alpha is also what a search at any larger budget ends
 with. This re-runs only the derivation (argmax, ``repair`` when over the budget, ``fill`` when asked) for
-``--ratio`` and scores the cell with the NB201 table; it refuses searches that ended with lambda > 0. It cannot
+``--ratio`` and scores the cell with the NB201 table; it refuses searches that ended with lambda > 0 (a final lambda of
+0 is necessary, not sufficient: check that searches at two budgets reached the same alpha). It cannot
 stand in for a search at a *smaller* budget, where the constraint would have acted: check that the search
 budget of ``--ratio`` (``--lug``) is at least the one the searches ran with.
 

@@ -53,15 +53,15 @@ def main() -> None:
         spec = bench.search_spec(defaults, seed, "dcanas_fill", budget=budget, lug=args.lug, **settings)
         return {**spec, "keep_alphas": True}
 
-    seeds = [int(s) for s in args.seeds.split(",")]
+    specs = {int(s): spec(int(s)) for s in args.seeds.split(",")}
     with futures.ThreadPoolExecutor(args.parallel) as pool:
-        jobs = {pool.submit(bench.run_child, spec(seed), 1): seed for seed in seeds}
+        jobs = {pool.submit(bench.run_child, seed_spec, 1): seed for seed, seed_spec in specs.items()}
         for job in futures.as_completed(jobs):
             seed, res = jobs[job], job.result()
             score = scorer.score(res["genotype"], budget)
             line = {"tag": args.tag, "settings": settings, "ratio": args.ratio, "seed": seed,
                     "train_limit": defaults.train_limit, "epochs": defaults.epochs,
-                    "max_steps": bench.search_steps(defaults),
+                    "max_steps": specs[seed]["search"]["max_steps"],
                     "raw_genotype": res["raw_genotype"], "raw_nb201_acc": scorer.score(res["raw_genotype"], None)["nb201_acc"],
                     "genotype": res["genotype"], "nb201_acc": score["nb201_acc"], "regret": score["regret"],
                     "budget_met": score["budget_met"], "wall_time_s": res["wall_time_s"],
