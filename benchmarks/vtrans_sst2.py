@@ -55,6 +55,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cpu_latency_threads", type=int, default=2,
                    help="also time every model on the CPU with this many threads (0: skip)")
     p.add_argument("--vtrans_overrides", default="{}", help="JSON of extra VTransTrainingArguments, e.g. '{\"kl_weight_hidden\": 30}'")
+    p.add_argument("--faster_overrides", default="{}",
+                   help="JSON of extra VTransTrainingArguments for the fast/faster methods only (over --vtrans_overrides), "
+                   "e.g. '{\"sparsity_warmup_ratio\": 0.2}', so VTrans in the same run keeps its own settings")
     p.add_argument("--tag", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -211,7 +214,8 @@ def main() -> None:
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
                     per_device_train_batch_size=batch, finetune_batch_size=finetune_batch,
                     finetune_data_fraction=finetune_fraction,
-                    **{**json.loads(cli.vtrans_overrides), **overrides},
+                    **{**json.loads(cli.vtrans_overrides), **(json.loads(cli.faster_overrides) if small else {}),
+                       **overrides},
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
                                         data_collator=collator, processing_class=tokenizer)
