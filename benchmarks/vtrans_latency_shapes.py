@@ -4,7 +4,7 @@
 of the run: on a shared VM the ratio then moves with whatever else the machine did in between (0.53 and 0.74 for
 nearly the same 50% shape on two runs here). Latency depends on the shapes, not on the weights, so this script
 rebuilds every shape recorded in a ``vtrans_sst2`` result JSON as a ``PrunedEncoderForSequenceClassification``
-(random weights), and times all of them and the dense teacher in turn, round after round, on the same padded
+(random weights), and times all of them and the dense model (MiniLM with a fresh 2-label head) in turn, round after round, on the same padded
 batch of real SST-2 test sentences. Each model's figure is the median over rounds of its per-round median.
 
 Two ratios per shape: against the dense ``BertForSequenceClassification`` (what a user replaces) and against the
@@ -31,6 +31,8 @@ from hf_compress.data import load_sst2, load_tokenizer, minilm_path, tokenize
 from hf_compress.evaluation import latency, latency_batch
 from hf_compress.vtrans import dense_shape, get_adapter
 from hf_compress.vtrans.materialize import TASK_CLASSES, pruned_config
+
+FULL = "full shape, pruned-model class"  # the dense sizes in our class: the ratio to it is the pruning alone
 
 
 def parse() -> argparse.Namespace:
@@ -63,10 +65,12 @@ def main() -> None:
         config = pruned_config(dense, adapter, shape, "ForSequenceClassification")
         return TASK_CLASSES["ForSequenceClassification"](config).eval()
 
-    models = {"dense": dense, "full shape, pruned-model class": build(full)}
+    models = {"dense": dense, FULL: build(full)}
     shapes = {}
     for path in cli.results:
-        for row in json.load(open(path))["rows"]:
+        with open(path, encoding="utf-8") as handle:
+            recorded = json.load(handle)["rows"]
+        for row in recorded:
             if cli.sparsity is not None and abs(row["target_sparsity"] - cli.sparsity) > 1e-9:
                 continue
             name = f"{os.path.basename(path)}:{row['method']}@{row['target_sparsity']:g}"
@@ -90,7 +94,7 @@ def main() -> None:
     for name, info in shapes.items():
         row = {"model": name, **info, "latency_s": median[name], "latency_s_per_round": per_round[name],
                "ratio_vs_dense": median[name] / median["dense"],
-               "ratio_vs_full_shape": median[name] / median["full shape, pruned-model class"],
+               "ratio_vs_full_shape": median[name] / median[FULL],
                "ratio_vs_dense_per_round": [a / b for a, b in zip(per_round[name], per_round["dense"])]}
         rows.append(row)
         spread = row["ratio_vs_dense_per_round"]
@@ -98,12 +102,12 @@ def main() -> None:
               f"(rounds {min(spread):.2f}-{max(spread):.2f}), {row['ratio_vs_full_shape']:.2f} vs the full shape; "
               f"in its training run {info['run_latency_ratio']:.2f}")
     print(f"dense {median['dense'] * 1e3:.2f} ms, full shape in the pruned-model class "
-          f"{median['full shape, pruned-model class'] * 1e3:.2f} ms")
+          f"{median[FULL] * 1e3:.2f} ms")
     result = {
         "benchmark": "vtrans_latency_shapes", "device": "cpu", "cpu": platform.processor() or platform.machine(),
         "config": vars(cli), "batch_shape": list(batch["input_ids"].shape),
         "dense_latency_s": median["dense"], "dense_latency_s_per_round": per_round["dense"],
-        "full_shape_latency_s": median["full shape, pruned-model class"], "rows": rows,
+        "full_shape_latency_s": median[FULL], "rows": rows,
     }
     out = cli.out or os.path.join("benchmarks", "results", "vtrans_latency_shapes.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

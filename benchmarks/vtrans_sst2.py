@@ -128,6 +128,7 @@ def write(result: dict, path: str) -> None:
 def main() -> None:
     cli = parse()
     plans = {method: split_method(method, cli) for method in cli.methods}  # a bad --methods fails before any training
+    vtrans_overrides, faster_overrides = json.loads(cli.vtrans_overrides), json.loads(cli.faster_overrides)  # and bad JSON
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.manual_seed(cli.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,8 +215,7 @@ def main() -> None:
                     num_train_epochs=epochs, finetune_epochs=finetune_epochs,
                     per_device_train_batch_size=batch, finetune_batch_size=finetune_batch,
                     finetune_data_fraction=finetune_fraction,
-                    **{**json.loads(cli.vtrans_overrides), **(json.loads(cli.faster_overrides) if small else {}),
-                       **overrides},
+                    **{**vtrans_overrides, **(faster_overrides if small else {}), **overrides},
                 ))
                 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
                                         data_collator=collator, processing_class=tokenizer)
