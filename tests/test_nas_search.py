@@ -626,6 +626,48 @@ def test_perturbation_scores_leave_the_supernet_as_it_was(digits):
         space.ops[int(i)] for i in s.argmax(-1))
 
 
+def test_oneshot_accuracy_runs_only_the_given_cell(digits):
+    from hf_compress.nas.perturbation import held_out_batches, oneshot_accuracy, running_cell
+
+    supernet = tiny_supernet("nb201", channel_bottleneck=2, exclude_none=False)
+    supernet.train()
+    with torch.no_grad():
+        supernet(torch.stack([digits[j]["pixel_values"] for j in range(64)]))
+        supernet.alphas["normal"].normal_(0, 0.5)
+    alphas = supernet.alphas["normal"].detach().clone()
+    buffers = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k}
+    batches = held_out_batches(digits, 96, batch_size=48)
+    images = batches[0][0]
+    with torch.no_grad():
+        # an all-none cell cuts every image off: the logits no longer depend on the image
+        with running_cell(supernet, NB201Genotype.from_ops(["none"] * 6)):
+            assert supernet(images, arch_grad=False).logits.std(0).max() < 1e-6
+        with running_cell(supernet, NB201_LARGEST):
+            logits = supernet(images, arch_grad=False).logits
+            assert logits.std(0).max() > 1e-3
+        assert supernet.current_choice() == {"normal": [int(i) for i in alphas.argmax(-1)]}  # alpha restored
+    conv = oneshot_accuracy(supernet, NB201_LARGEST, batches[:1])
+    assert conv == pytest.approx(float((logits.argmax(-1) == batches[0][1]).double().mean()))
+    assert torch.equal(supernet.alphas["normal"], alphas) and supernet.training
+    assert all(torch.equal(v, supernet.state_dict()[k]) for k, v in buffers.items())
+    with pytest.raises(ValueError, match="none"):  # derived cells of the default supernet never run `none`
+        oneshot_accuracy(tiny_supernet("nb201"), NB201Genotype.from_ops(["none"] * 6), batches)
+
+
+def test_build_search_trainer_keeps_the_supernet(tmp_path, digits):
+    from hf_compress.nas.search import build_search_trainer
+
+    with pytest.raises(ValueError, match="output_dir"):
+        build_search_trainer(digits, None)
+    trainer = build_search_trainer(digits, str(tmp_path / "s"), budget_ratio=0.5, max_steps=2, batch_size=32,
+                                   search_init_channels=8, search_cells_per_stage=1, final_image_size=32)
+    assert trainer.state.global_step == 0
+    trainer.train()
+    result = trainer.search_result()
+    assert trainer.state.global_step == 2 and result.steps == 2
+    assert result.raw_genotype == str(trainer.supernet.genotype())
+
+
 def test_trainer_perturbation_derivation(tmp_path, digits):
     args = tiny_args(tmp_path, max_steps=2, derivation="perturbation", perturbation_images=64, fill_budget=True,
                      budget_ratio=0.5)

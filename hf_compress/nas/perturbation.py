@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spaces import NB201Genotype
+
 logger = logging.getLogger(__name__)
 
 REMOVED = -1.0e4  # alpha of an op taken out of a mixture
@@ -97,6 +99,37 @@ def perturbation_scores(supernet, batches: list[tuple[torch.Tensor, torch.Tensor
     trace["seconds"] = time.perf_counter() - started
     trace["final_accuracy"] = trace["base_accuracy"][-1] if trace["base_accuracy"] else None
     return scores, trace
+
+
+@contextmanager
+def running_cell(supernet, genotype):
+    """Inside, the supernet runs only ``genotype`` (alpha one-hot on it, as the derived cells run it; eval mode with
+    batch statistics, as the perturbation scores); alpha and BatchNorm are restored on exit. A supernet that
+    excludes ``none`` from derivation (the default) never runs it in its derived cells, so cells with a ``none``
+    edge are refused there."""
+    if supernet.settings.exclude_none and supernet.space.name == "nb201":
+        if isinstance(genotype, str):
+            genotype = NB201Genotype.parse(genotype)
+        if "none" in genotype.ops:
+            raise ValueError(f"{genotype} has a `none` edge, which this supernet's derived cells never run "
+                             "(exclude_none=True); score cells without `none`, or build the supernet with "
+                             "exclude_none=False.")
+    original = {kind: alpha.detach().clone() for kind, alpha in supernet.alphas.items()}
+    try:
+        supernet.set_genotype(genotype, scale=FIXED)
+        with _batch_statistics(supernet):
+            yield supernet
+    finally:
+        for kind, alpha in original.items():
+            supernet.alphas[kind].data.copy_(alpha)
+
+
+@torch.no_grad()
+def oneshot_accuracy(supernet, genotype, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Held-out accuracy of the supernet running only ``genotype`` with its trained weights (``running_cell``):
+    a cell's one-shot score, to rank candidate cells without training them."""
+    with running_cell(supernet, genotype):
+        return _accuracy(supernet, batches)
 
 
 def scores_to_probabilities(scores: dict[str, torch.Tensor], temperature: float = 0.01) -> dict[str, torch.Tensor]:

@@ -210,6 +210,47 @@ class SearchResult:
         return DCANASConfig(**{**self.final_network, "search_space": self.search_space, "genotype": self.genotype})
 
 
+def build_search_trainer(
+    train_dataset=None,
+    output_dir: str | None = None,
+    search_space: str = "nb201",
+    budget: float | None = None,
+    budget_ratio: float | None = None,
+    budget_type: str = "params",
+    max_steps: int = 100,
+    batch_size: int = 64,
+    learning_rate: float = 0.025,
+    seed: int = 0,
+    eval_dataset=None,
+    **kwargs,
+):
+    """The ``DCANASTrainer`` that :func:`search` trains, untrained: for callers that need the supernet itself
+    after ``trainer.train()`` (``trainer.supernet``; e.g. to score candidate cells with
+    ``perturbation.oneshot_accuracy``). Same arguments as :func:`search`; ``output_dir`` is required."""
+    from trainers.dcanas_config import DCANASTrainingArguments
+    from trainers.dcanas_trainer import DCANASTrainer
+
+    if output_dir is None:
+        raise ValueError("build_search_trainer needs an output_dir (search() makes a temporary one).")
+    if train_dataset is None:
+        train_dataset = load_cifar10("train", limit=5000, seed=seed, image_size=kwargs.get("image_size", 32))
+    defaults = dict(
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size, learning_rate=learning_rate,
+        optim="sgd", optim_args="momentum=0.9", weight_decay=3e-4, lr_scheduler_type="cosine", max_grad_norm=5.0,
+        logging_steps=max(1, max_steps // 10), save_strategy="no", report_to="none", disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, dataloader_pin_memory=False,
+    )
+    for name in ("image_size", "num_channels", "num_labels"):
+        if name not in kwargs and hasattr(train_dataset, name):
+            kwargs[name] = getattr(train_dataset, name)
+    defaults.update(kwargs)
+    args = DCANASTrainingArguments(
+        output_dir=output_dir, search_space=search_space, budget=budget, budget_ratio=budget_ratio,
+        budget_type=budget_type, max_steps=max_steps, seed=seed, **defaults,
+    )
+    return DCANASTrainer(args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+
+
 def search(
     train_dataset=None,
     search_space: str = "nb201",
@@ -234,32 +275,17 @@ def search(
     """
     import tempfile
 
-    from trainers.dcanas_config import DCANASTrainingArguments
-    from trainers.dcanas_trainer import DCANASTrainer
-
-    if train_dataset is None:
-        train_dataset = load_cifar10("train", limit=5000, seed=seed, image_size=kwargs.get("image_size", 32))
     save = output_dir is not None if save is None else save
     tmp = None
     if output_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="dcanas-")
         output_dir = tmp.name
-    defaults = dict(
-        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size, learning_rate=learning_rate,
-        optim="sgd", optim_args="momentum=0.9", weight_decay=3e-4, lr_scheduler_type="cosine", max_grad_norm=5.0,
-        logging_steps=max(1, max_steps // 10), save_strategy="no", report_to="none", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, dataloader_pin_memory=False,
-    )
-    for name in ("image_size", "num_channels", "num_labels"):
-        if name not in kwargs and hasattr(train_dataset, name):
-            kwargs[name] = getattr(train_dataset, name)
-    defaults.update(kwargs)
-    args = DCANASTrainingArguments(
-        output_dir=output_dir, search_space=search_space, budget=budget, budget_ratio=budget_ratio,
-        budget_type=budget_type, max_steps=max_steps, seed=seed, **defaults,
-    )
     try:
-        trainer = DCANASTrainer(args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+        trainer = build_search_trainer(
+            train_dataset, output_dir, search_space=search_space, budget=budget, budget_ratio=budget_ratio,
+            budget_type=budget_type, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, eval_dataset=eval_dataset, **kwargs,
+        )
         trainer.train()
         result = trainer.search_result()
         if save:
