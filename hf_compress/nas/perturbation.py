@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spaces import NB201Genotype
+from .spaces import NB201, NB201Genotype
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def running_cell(supernet, genotype):
     batch statistics, as the perturbation scores); alpha and BatchNorm are restored on exit. A supernet that
     excludes ``none`` from derivation (the default) never runs it in its derived cells, so cells with a ``none``
     edge are refused there."""
-    if supernet.settings.exclude_none and supernet.space.name == "nb201":
+    if supernet.settings.exclude_none and supernet.space.name == NB201:
         if isinstance(genotype, str):
             genotype = NB201Genotype.parse(genotype)
         if "none" in genotype.ops:
