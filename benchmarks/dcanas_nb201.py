@@ -36,6 +36,7 @@ weight half. The full network the budgets refer to is the standard NB201 one (C=
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -268,6 +269,31 @@ class Scorer:
             entry, acc = self.table.best_within_budget(budget, "params", METRIC)
             self._best[key] = (entry.arch_str, acc)
         return self._best[key]
+
+    @functools.cached_property
+    def cells(self) -> dict:
+        """Every table cell as arrays (one row per cell): ``ops`` [cells, 6 edges] op indices, ``params``,
+        ``acc`` (``METRIC``), ``no_none`` (no ``none`` edge: what derive() may pick), and ``entries``."""
+        import numpy as np
+
+        from hf_compress.nas.spaces import NB201_OPS
+
+        index = {op: i for i, op in enumerate(NB201_OPS)}
+        entries = self.table.entries
+        ops = np.array([[index[op] for op in e.genotype.ops] for e in entries])
+        return {"entries": entries, "ops": ops,
+                "params": np.array([self.table.cost(e.genotype).params for e in entries]),
+                "acc": np.array([e.accuracies[METRIC] for e in entries]),
+                "no_none": (ops != index["none"]).all(axis=1)}
+
+    def joint_log_probs(self, alpha):
+        """Each cell's log-probability under ``alpha`` (the NB201 [6, 5] logits): the sum over edges of
+        log softmax(alpha) at the cell's op, in the order of ``cells``."""
+        import numpy as np
+        import torch
+
+        log_probs = torch.log_softmax(torch.as_tensor(alpha, dtype=torch.float64), dim=-1).numpy()
+        return log_probs[np.arange(log_probs.shape[0])[None, :], self.cells["ops"]].sum(axis=1)
 
     def score(self, genotype: str, budget: float | None) -> dict:
         acc = self.table.lookup(genotype)[METRIC]

@@ -41,7 +41,8 @@ def kendall_tau(x, y) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", default=os.path.join(HERE, "results", "dcanas_nb201_sweep.jsonl"))
-    parser.add_argument("--tags", nargs="*", default=None, help="only these sweep tags (default: every tag with alphas)")
+    parser.add_argument("--tags", nargs="*", default=None,
+                        help="only these sweep tags (default: every tag with alphas)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "dcanas_nb201_alpha_ranking.json"))
     args = parser.parse_args()
 
@@ -49,20 +50,15 @@ def main() -> None:
     import torch
 
     from hf_compress.nas.constraint import CostModel
-    from hf_compress.nas.spaces import NB201_OPS, NB201Genotype
 
     scorer = bench.Scorer()
     derive_costs = CostModel.for_space("nb201", "params")  # exclude_none=True, as the searches derive
-    entries = scorer.table.entries
-    op_index = {op: i for i, op in enumerate(NB201_OPS)}
-    cell_ops = np.array([[op_index[op] for op in e.genotype.ops] for e in entries])  # [cells, 6 edges]
-    cell_params = np.array([scorer.table.cost(e.genotype).params for e in entries])
-    cell_acc = np.array([e.accuracies[bench.METRIC] for e in entries])
-    no_none = (cell_ops != op_index["none"]).all(axis=1)
+    cells = scorer.cells
 
     lines, seen = [], set()
-    for raw in open(args.sweep, encoding="utf-8"):
-        d = json.loads(raw)
+    with open(args.sweep, encoding="utf-8") as handle:
+        sweep = [json.loads(raw) for raw in handle]
+    for d in sweep:
         key = (d["tag"], d["seed"], d["ratio"])
         if not d.get("alphas") or key in seen or (args.tags and d["tag"] not in args.tags):
             continue
@@ -76,27 +72,26 @@ def main() -> None:
     rows = []
     for d in lines:
         budget = d["ratio"] * scorer.largest
-        alpha = torch.tensor(d["alphas"]["normal"], dtype=torch.float64)
-        log_probs = torch.log_softmax(alpha, dim=-1).numpy()  # [6 edges, 5 ops]
-        joint = log_probs[np.arange(6)[None, :], cell_ops].sum(axis=1)
-        fits = no_none & (cell_params <= budget)
-        best = float(cell_acc[cell_params <= budget].max())
+        joint = scorer.joint_log_probs(d["alphas"]["normal"])
+        fits = cells["no_none"] & (cells["params"] <= budget)
+        best = float(cells["acc"][cells["params"] <= budget].max())
         candidates = np.where(fits)[0]
         order = candidates[np.argsort(-joint[candidates], kind="stable")]
-        probs = {"normal": torch.softmax(alpha.float(), dim=-1)}
+        probs = {"normal": torch.softmax(torch.tensor(d["alphas"]["normal"]), dim=-1)}
         repaired, _, _ = derive_costs.derive_within(d["raw_genotype"], probs, budget, repair=True, fill=False)
         filled, _, _ = derive_costs.derive_within(d["raw_genotype"], probs, budget, repair=True, fill=True)
-        exact = NB201Genotype.from_ops([NB201_OPS[o] for o in cell_ops[order[0]]])
+        exact = cells["entries"][order[0]].arch_str
         row = {
             "tag": d["tag"], "seed": d["seed"], "ratio": d["ratio"], "train_limit": d.get("train_limit"),
-            "epochs": d.get("epochs"), "alpha_entropy": d.get("alpha_entropy"), "cells_within_budget": int(fits.sum()),
-            "kendall_tau": kendall_tau(joint[candidates], cell_acc[candidates]),
-            "exact_genotype": str(exact), "exact_regret": best - scorer.score(str(exact), budget)["nb201_acc"],
+            "epochs": d.get("epochs"), "alpha_entropy": d.get("alpha_entropy"),
+            "cells_within_budget": int(fits.sum()),
+            "kendall_tau": kendall_tau(joint[candidates], cells["acc"][candidates]),
+            "exact_genotype": exact, "exact_regret": scorer.score(exact, budget)["regret"],
             "repair_genotype": str(repaired), "repair_regret": scorer.score(str(repaired), budget)["regret"],
             "fill_regret": scorer.score(str(filled), budget)["regret"],
         }
         for k in TOP_K:
-            row[f"top{k}_regret"] = best - float(cell_acc[order[:k]].max())
+            row[f"top{k}_regret"] = best - float(cells["acc"][order[:k]].max())
         rows.append(row)
         print(f"{d['tag']:<28} seed {d['seed']} ratio {d['ratio']:.2f}: tau {row['kendall_tau']:+.2f}  regret exact "
               f"{row['exact_regret']:5.2f} repair {row['repair_regret']:5.2f} fill {row['fill_regret']:5.2f}  best of "
@@ -112,13 +107,14 @@ def main() -> None:
             "exact_equals_repair": sum(r["exact_genotype"] == r["repair_genotype"] for r in group)}
         s = summary[tag]
         print(f"{tag}: {s['runs']} runs, mean tau {s['mean_kendall_tau']:+.2f}, mean regret exact "
-              f"{s['mean_exact_regret']:.2f} / repair {s['mean_repair_regret']:.2f} / fill {s['mean_fill_regret']:.2f} / "
+              f"{s['mean_exact_regret']:.2f} / repair {s['mean_repair_regret']:.2f} / "
+              f"fill {s['mean_fill_regret']:.2f} / "
               + " / ".join(f"best of top-{k} {s[f'mean_top{k}_regret']:.2f}" for k in TOP_K)
               + f"; exact == repair in {s['exact_equals_repair']} of {s['runs']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
-        json.dump({"benchmark": "dcanas_nb201_alpha_ranking", "metric": bench.METRIC, "sweep": os.path.relpath(args.sweep, HERE),
-                   "rows": rows, "summary": summary}, handle, indent=1)
+        json.dump({"benchmark": "dcanas_nb201_alpha_ranking", "metric": bench.METRIC,
+                   "sweep": os.path.relpath(args.sweep, HERE), "rows": rows, "summary": summary}, handle, indent=1)
     print(f"wrote {args.output}")
 
 

@@ -53,7 +53,6 @@ def main() -> None:
 
     from hf_compress.nas.perturbation import held_out_batches, oneshot_accuracy
     from hf_compress.nas.search import build_search_trainer, load_cifar10
-    from hf_compress.nas.spaces import NB201_OPS, NB201Genotype
 
     torch.set_num_threads(args.threads)
     scorer = bench.Scorer()
@@ -73,14 +72,9 @@ def main() -> None:
     print(f"search {search_s:.0f} s: raw {result.raw_genotype} -> {result.genotype}, alpha entropy "
           f"{result.alpha_entropy:.3f}, lambda {result.lambda_}", flush=True)
 
-    entries = scorer.table.entries
-    index = {op: i for i, op in enumerate(NB201_OPS)}
-    cell_ops = np.array([[index[op] for op in e.genotype.ops] for e in entries])
-    cell_params = np.array([scorer.table.cost(e.genotype).params for e in entries])
-    cell_acc = np.array([e.accuracies[bench.METRIC] for e in entries])
-    no_none = (cell_ops != index["none"]).all(axis=1)
-    log_probs = torch.log_softmax(torch.tensor(result.alphas["normal"], dtype=torch.float64), -1).numpy()
-    joint = log_probs[np.arange(6)[None, :], cell_ops].sum(axis=1)
+    cells = scorer.cells
+    entries, cell_params, cell_acc, no_none = cells["entries"], cells["params"], cells["acc"], cells["no_none"]
+    joint = scorer.joint_log_probs(result.alphas["normal"])
 
     rng = np.random.default_rng(1000 + args.seed)
     sample = rng.choice(np.where(no_none)[0], size=min(args.sample, int(no_none.sum())), replace=False).tolist()
@@ -125,14 +119,15 @@ def main() -> None:
     print(f"tau over {len(sample)} sampled cells: one-shot {summary['tau_oneshot']:+.3f}, alpha "
           f"{summary['tau_alpha']:+.3f}; scoring {scoring_s:.0f} s for {len(to_score)} cells", flush=True)
 
+    sampled = set(sample)
     out = args.output or os.path.join(HERE, "results", f"dcanas_nb201_oneshot_{args.tag}_seed{args.seed}.json")
     with open(out, "w", encoding="utf-8") as handle:
         json.dump({"benchmark": "dcanas_nb201_oneshot_ranking", "args": vars(args), "search_seconds": search_s,
                    "scoring_seconds": scoring_s, "raw_genotype": result.raw_genotype, "genotype": result.genotype,
                    "alpha_entropy": result.alpha_entropy, "lambda": result.lambda_, "alphas": result.alphas,
                    "summary": summary,
-                   "cells": [{"arch": entries[i].arch_str, "params": int(cell_params[i]), "nb201_acc": float(cell_acc[i]),
-                              "oneshot_acc": oneshot[i], "alpha_log_prob": float(joint[i]), "sampled": i in sample}
+                   "cells": [{"arch": entries[i].arch_str, "params": int(cell_params[i]),
+                              "nb201_acc": float(cell_acc[i]), "oneshot_acc": oneshot[i], "alpha_log_prob": float(joint[i]), "sampled": i in sampled}
                              for i in to_score]}, handle, indent=1)
     print(f"wrote {out}")
 

@@ -4,8 +4,9 @@
 of the run: on a shared VM the ratio then moves with whatever else the machine did in between (0.53 and 0.74 for
 nearly the same 50% shape on two runs here). Latency depends on the shapes, not on the weights, so this script
 rebuilds every shape recorded in a ``vtrans_sst2`` result JSON as a ``PrunedEncoderForSequenceClassification``
-(random weights), and times all of them and the dense model (MiniLM with a fresh 2-label head) in turn, round after round, on the same padded
-batch of real SST-2 test sentences. Each model's figure is the median over rounds of its per-round median.
+(random weights), and times all of them and the dense model (MiniLM with a fresh 2-label head) in turn, round after
+round, on the same padded batch of real SST-2 test sentences. Each model's figure is the median over rounds of its
+per-round median.
 
 Two ratios per shape: against the dense ``BertForSequenceClassification`` (what a user replaces) and against the
 full shape built with our own pruned-model class (the same code path as the pruned model, so the ratio is the

@@ -51,6 +51,17 @@ def _batch_statistics(model: nn.Module):
         model.train(was_training)
 
 
+@contextmanager
+def _alphas_restored(supernet):
+    """Alpha may be rewritten inside; it is put back exactly on exit."""
+    original = {kind: alpha.detach().clone() for kind, alpha in supernet.alphas.items()}
+    try:
+        yield
+    finally:
+        for kind, alpha in original.items():
+            supernet.alphas[kind].data.copy_(alpha)
+
+
 @torch.no_grad()
 def _accuracy(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     correct = total = 0
@@ -68,34 +79,29 @@ def perturbation_scores(supernet, batches: list[tuple[torch.Tensor, torch.Tensor
     excluded) get ``-inf``. ``batches`` are held-out ``(pixel_values, labels)``; alpha is left as it was."""
     space = supernet.space
     none = space.op_index("none") if "none" in space.ops else None
-    original = {kind: alpha.detach().clone() for kind, alpha in supernet.alphas.items()}
     rng = np.random.default_rng(seed)
     scores = {kind: torch.full((space.num_edges, space.num_ops), float("-inf")) for kind in supernet.cell_types}
     trace = {"order": {}, "base_accuracy": [], "evaluations": 0}
     started = time.perf_counter()
-    try:
-        with _batch_statistics(supernet):
-            for kind in supernet.cell_types:
-                alpha = supernet.alphas[kind].data
-                order = rng.permutation(space.num_edges).tolist()
-                trace["order"][kind] = order
-                for e in order:
-                    base = _accuracy(supernet, batches)
-                    trace["base_accuracy"].append(base)
-                    row = alpha[e].clone()
-                    for o in range(space.num_ops):
-                        if o == none and exclude_none:
-                            continue
-                        alpha[e, o] = REMOVED
-                        scores[kind][e, o] = base - _accuracy(supernet, batches)
-                        alpha[e] = row
-                        trace["evaluations"] += 1
-                    keep = int(scores[kind][e].argmax())
-                    alpha[e] = REMOVED
-                    alpha[e, keep] = FIXED
-    finally:
-        for kind, alpha in original.items():
-            supernet.alphas[kind].data.copy_(alpha)
+    with _alphas_restored(supernet), _batch_statistics(supernet):
+        for kind in supernet.cell_types:
+            alpha = supernet.alphas[kind].data
+            order = rng.permutation(space.num_edges).tolist()
+            trace["order"][kind] = order
+            for e in order:
+                base = _accuracy(supernet, batches)
+                trace["base_accuracy"].append(base)
+                row = alpha[e].clone()
+                for o in range(space.num_ops):
+                    if o == none and exclude_none:
+                        continue
+                    alpha[e, o] = REMOVED
+                    scores[kind][e, o] = base - _accuracy(supernet, batches)
+                    alpha[e] = row
+                    trace["evaluations"] += 1
+                keep = int(scores[kind][e].argmax())
+                alpha[e] = REMOVED
+                alpha[e, keep] = FIXED
     trace["seconds"] = time.perf_counter() - started
     trace["final_accuracy"] = trace["base_accuracy"][-1] if trace["base_accuracy"] else None
     return scores, trace
@@ -114,14 +120,9 @@ def running_cell(supernet, genotype):
             raise ValueError(f"{genotype} has a `none` edge, which this supernet's derived cells never run "
                              "(exclude_none=True); score cells without `none`, or build the supernet with "
                              "exclude_none=False.")
-    original = {kind: alpha.detach().clone() for kind, alpha in supernet.alphas.items()}
-    try:
+    with _alphas_restored(supernet), _batch_statistics(supernet):
         supernet.set_genotype(genotype, scale=FIXED)
-        with _batch_statistics(supernet):
-            yield supernet
-    finally:
-        for kind, alpha in original.items():
-            supernet.alphas[kind].data.copy_(alpha)
+        yield supernet
 
 
 @torch.no_grad()
