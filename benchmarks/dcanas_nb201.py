@@ -63,6 +63,9 @@ VARIANTS = {
     # dcanas_fill with each edge's op chosen by the held-out accuracy lost without it (derivation=perturbation)
     "dcanas_fill_pt": {"budget_mode": "upper", "lambda_signal": "expected", "lug": True, "fill": True,
                        "derivation": "perturbation"},
+    # the paper's form; of alpha's 30 most probable cells within the budget, the one scoring highest by NASWOT
+    # (an untrained final network on 64 alpha-split images; derivation=naswot, hf_compress.nas.proxy)
+    "dcanas_naswot": {"budget_mode": "upper", "lambda_signal": "expected", "lug": True, "derivation": "naswot"},
 }
 RESULT_PREFIX = "RESULT_JSON: "
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 BUDGET_TYPES = ("params", "flops", "macs", "latency")
+DERIVATIONS = ("alpha", "perturbation", "naswot")
 
 
 @dataclass
@@ -77,9 +78,17 @@ class DCANASTrainingArguments(TrainingArguments):
     )
     derivation: str = field(
         default="alpha",
-        metadata={"help": "How derive() picks each edge's op: alpha (argmax, DCA-NAS) or perturbation (held-out "
-                  "accuracy lost without each op, edge by edge; hf_compress.nas.perturbation). Budget repair / fill "
-                  "rank their moves by the same scores.", "choices": ["alpha", "perturbation"]},
+        metadata={"help": "How derive() picks the cell: alpha (argmax, DCA-NAS), perturbation (held-out "
+                  "accuracy lost without each op, edge by edge; hf_compress.nas.perturbation; budget repair / fill "
+                  "rank their moves by the same scores) or naswot (NAS-Bench-201: alpha's naswot_top_k most probable "
+                  "cells within the budget, the one whose untrained final network scores highest by NASWOT; "
+                  "hf_compress.nas.proxy; no repair or fill needed).", "choices": list(DERIVATIONS)},
+    )
+    naswot_top_k: int = field(
+        default=30, metadata={"help": "derivation=naswot: how many of alpha's most probable cells are scored."}
+    )
+    naswot_images: int = field(
+        default=64, metadata={"help": "derivation=naswot: held-out (alpha split) images in the scoring batch."}
     )
     perturbation_images: int = field(
         default=1024, metadata={"help": "derivation=perturbation: held-out (alpha split) images scored per op."}
@@ -192,8 +201,19 @@ class DCANASTrainingArguments(TrainingArguments):
                 "budget_type='latency' needs latency_table=<json> measured on the target device "
                 "(hf-compress nas lut --output latency.json)."
             )
-        if self.derivation not in ("alpha", "perturbation"):
-            raise ValueError(f"derivation must be 'alpha' or 'perturbation', got {self.derivation!r}.")
+        if self.derivation not in DERIVATIONS:
+            raise ValueError(f"derivation must be one of {DERIVATIONS}, got {self.derivation!r}.")
+        if self.derivation == "naswot":
+            from hf_compress.nas.spaces import NB201, get_space
+
+            if get_space(self.search_space).name != NB201:
+                raise ValueError("derivation='naswot' ranks whole NAS-Bench-201 cells (the space is enumerated); "
+                                 "use derivation='alpha' or 'perturbation' for the DARTS space.")
+            if self.latency_fit:
+                raise ValueError("derivation='naswot' picks among cells by score, latency_fit by measurement; "
+                                 "use one of them.")
+            if self.naswot_top_k < 1 or self.naswot_images < 2:
+                raise ValueError("naswot_top_k must be >= 1 and naswot_images >= 2.")
         if self.perturbation_images < 1 or self.perturbation_temperature <= 0:
             raise ValueError("perturbation_images must be >= 1 and perturbation_temperature > 0.")
         if self.latency_fit and self.budget_type != "latency":

@@ -33,6 +33,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from transformers import Trainer
 
@@ -40,6 +41,7 @@ from hf_compress.nas.constraint import BudgetConstraint, CostModel, LookUpGraph,
 from hf_compress.nas.latency import LatencyTable, network_signature
 from hf_compress.nas.latency_fit import fit_measured_latency, network_measurer, require_this_device
 from hf_compress.nas.perturbation import held_out_batches, perturbation_scores, scores_to_probabilities
+from hf_compress.nas.proxy import naswot_rerank, nb201_top_cells
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.search import RESULTS_FILE, SearchResult, peak_rss_mb
 from hf_compress.nas.supernet import DCANASSupernet, genotype_from_probs
@@ -121,7 +123,7 @@ class DCANASTrainer(Trainer):
         self.history: list[dict] = []
         self.search_seconds: float | None = None
         self.derivation_seconds = 0.0  # perturbation scoring, counted in the search's wall time
-        self._perturbation_cache = self._fit_cache = None  # (alpha key, ...) of the last computation
+        self._perturbation_cache = self._fit_cache = self._naswot_cache = None  # (alpha key, ...) of the last computation
         self._derived = None
         if args.constrained:
             lo, hi = self.feasible_range
@@ -371,7 +373,11 @@ class DCANASTrainer(Trainer):
             raw = supernet.genotype()
             probs = supernet.probabilities()
         genotype, moves, fill_moves = raw, [], []
-        if self.args.constrained:
+        if self.args.derivation == "naswot":
+            # the candidates are enumerated within the budget, so nothing needs repairing or filling
+            budget = self.device_budget if self.args.constrained and enforce else None
+            genotype = self._naswot_choice(probs, budget)
+        elif self.args.constrained:
             genotype, moves, fill_moves = self.cost_model.derive_within(
                 raw, probs, self.device_budget, repair=enforce, fill=self.args.fill_budget)
         fit = None
@@ -403,6 +409,32 @@ class DCANASTrainer(Trainer):
             cached = (key, scores, trace)
             self._perturbation_cache = cached
         return scores_to_probabilities(cached[1], self.args.perturbation_temperature)
+
+    def _naswot_choice(self, probs: dict[str, torch.Tensor], budget: float | None):
+        """Alpha's ``naswot_top_k`` most probable cells within ``budget``, the one whose untrained final network has
+        the highest NASWOT score (computed once per alpha and budget)."""
+        key = (self._alpha_key(), budget)
+        cached = self._naswot_cache
+        if cached is None or cached[0] != key:
+            args = self.args
+            candidates = nb201_top_cells(self.cost_model, probs, budget, args.naswot_top_k,
+                                         exclude_none=self.supernet.settings.exclude_none)
+            if not candidates:
+                raise ValueError(f"No NAS-Bench-201 cell fits the budget {self.cost_model.format(budget)}; the "
+                                 f"feasible range is {self.cost_model.format(self.cost_model.feasible_range()[0])} "
+                                 f"and up.")
+            pixels = torch.cat([x for x, _ in held_out_batches(self.val_dataset, args.naswot_images)])
+            size = args.final_config_kwargs()["image_size"]
+            if pixels.shape[-1] != size:  # a search at a lower resolution than the final network's
+                pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            chosen, trace = naswot_rerank(candidates, args.final_config_kwargs(), pixels, seed=args.seed,
+                                          search_space=args.search_space)
+            self.derivation_seconds = trace["seconds"]
+            logger.info("naswot: %d candidates scored on %d images in %.1f s; chose alpha's #%d",
+                        len(candidates), trace["images"], trace["seconds"], trace["chosen"] + 1)
+            cached = (key, chosen, trace)
+            self._naswot_cache = cached
+        return cached[1]
 
     def _latency_fit(self, raw, probs):
         """Measure candidates until one lands in the tolerance window (cached per raw genotype and alpha)."""
@@ -447,6 +479,9 @@ class DCANASTrainer(Trainer):
                 "scores": {k: [[None if not np.isfinite(x) else float(x) for x in row] for row in v.tolist()]
                            for k, v in scores.items()},
             }
+        if self.args.derivation == "naswot":
+            _, _, trace = self._naswot_cache
+            extra["derivation"] = {"method": "naswot", "alpha_genotype": str(supernet.genotype()), **trace}
         if fit is not None:
             extra["latency_fit"] = fit.to_dict()
             extra["measured_latency_ms"] = fit.measured_ms

@@ -1,0 +1,105 @@
+"""Training-free scores of a network at initialisation, to choose among alpha's most probable cells.
+
+A supernet searched briefly orders the NAS-Bench-201 cells badly: over the cells within a budget, Kendall's tau
+between alpha's joint probability and the table's accuracy is -0.25..0.00, and the supernet's own one-shot accuracy
+does no better (``benchmarks/dcanas_nb201_alpha_ranking.py``, ``..._oneshot_ranking.py``). Alpha's most probable
+cells still include good ones; what is missing is a way to tell which. NASWOT (Mellor et al., "Neural Architecture
+Search without Training", ICML 2021) scores an untrained network by how differently its ReLUs switch on a batch of
+images: with ``c_i`` the on/off code of every ReLU unit for image ``i``, ``K[i, j]`` counts the units on which
+images ``i`` and ``j`` agree and the score is ``log |K|``. Networks that keep images apart score higher. It costs
+one forward pass of the final network per candidate and needs no training.
+
+The derivation ``derivation="naswot"`` (NB201) takes alpha's ``rerank_top_k`` most probable cells within the
+budget (all cells enumerated, so the budget holds exactly) and keeps the one with the highest score.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .configuration_dcanas import DCANASConfig
+from .modeling_dcanas import DCANASForImageClassification
+from .ops import DilConv, FactorizedReduce, ReLUConvBN
+from .spaces import NB201, NB201Genotype
+
+# modules whose forward starts with a ReLU: the ReLU's on/off state is the sign of their input
+RELU_FIRST = (ReLUConvBN, DilConv, FactorizedReduce)
+
+
+def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
+    """``log |K|`` of the ReLU codes of ``model`` on ``pixel_values`` [batch, C, H, W] (higher: the network
+    tells the images apart better). Train-mode BatchNorm (batch statistics, as at initialisation); running
+    statistics and the mode are restored."""
+    if pixel_values.dim() != 4 or pixel_values.shape[0] < 2:
+        raise ValueError(f"naswot_score needs a batch of at least 2 images [B, C, H, W], got {tuple(pixel_values.shape)}.")
+    codes: list[torch.Tensor] = []
+
+    def record(_module, inputs):
+        codes.append((inputs[0].detach() > 0).flatten(1))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, RELU_FIRST)]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in norms]
+    was_training = model.training
+    try:
+        for m in norms:  # batch statistics, running ones untouched
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+        model.train()
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, (mean, var, tracked) in zip(norms, saved):
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, tracked
+        model.train(was_training)
+    if not codes:
+        raise ValueError("naswot_score found no ReLU-first module (ReLUConvBN / DilConv / FactorizedReduce) in the model.")
+    on = torch.cat(codes, dim=1).double()
+    kernel = on @ on.T + (1.0 - on) @ (1.0 - on).T
+    return float(torch.linalg.slogdet(kernel)[1])
+
+
+def nb201_top_cells(cost_model, probs: dict[str, torch.Tensor], budget: float | None, k: int,
+                    exclude_none: bool = True) -> list[NB201Genotype]:
+    """Alpha's ``k`` most probable NAS-Bench-201 cells whose derived cost is within ``budget`` (every cell of the
+    space enumerated; ``None``: no budget), most probable first. Empty when no cell fits."""
+    space = cost_model.space
+    if space.name != NB201:
+        raise ValueError(f"nb201_top_cells enumerates the NAS-Bench-201 space; this cost model is for {space.name!r}.")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    log_probs = torch.log(probs["normal"].detach().double().cpu().clamp_min(1e-300)).numpy()  # [edges, ops]
+    ops = [o for o in range(space.num_ops) if not (exclude_none and space.ops[o] == "none")]
+    cells = np.array(list(itertools.product(ops, repeat=space.num_edges)))  # [cells, edges]
+    edges = np.arange(space.num_edges)[None, :]
+    joint = log_probs[edges, cells].sum(axis=1)
+    cost = cost_model.skeleton + cost_model.tables["normal"][edges, cells].sum(axis=1)
+    fits = np.where(cost <= budget)[0] if budget is not None else np.arange(len(cells))
+    order = fits[np.argsort(-joint[fits], kind="stable")][:k]
+    return [NB201Genotype.from_ops([space.ops[o] for o in cells[i]]) for i in order]
+
+
+def naswot_rerank(candidates: list, network_kwargs: dict, pixel_values: torch.Tensor, seed: int = 0,
+                  search_space: str = NB201) -> tuple[object, dict]:
+    """Build each candidate's final network (``network_kwargs``: ``DCANASConfig`` sizes), seeded initialisation,
+    score it with :func:`naswot_score` and return ``(best genotype, trace)``; the trace lists every candidate's
+    score in the order given and the seconds spent. Ties keep the earlier (more probable) candidate."""
+    if not candidates:
+        raise ValueError("naswot_rerank got no candidate cells.")
+    began = time.perf_counter()
+    scores = []
+    for genotype in candidates:
+        torch.manual_seed(seed)
+        config = DCANASConfig(search_space=search_space, genotype=genotype,
+                              **{k: v for k, v in network_kwargs.items() if v is not None})
+        scores.append(naswot_score(DCANASForImageClassification(config), pixel_values))
+    best = int(np.argmax(scores))
+    trace = {"candidates": [str(g) for g in candidates], "scores": scores, "chosen": best,
+             "images": int(pixel_values.shape[0]), "seconds": time.perf_counter() - began}
+    return candidates[best], trace
