@@ -497,7 +497,10 @@ def main() -> None:
         points = []
         for ratio in [float(r) for r in args.lug_ratios.split(",")]:
             budget = ratio * largest
-            res = run_child(base_search(seeds[0], lug_variant, budget=budget, enforce_budget=False), args.threads)
+            # the graph reads the raw argmax cost only, so the NASWOT re-ranking would be wasted there
+            alpha_only = {"derivation": "alpha"} if VARIANTS[lug_variant].get("derivation") == "naswot" else {}
+            res = run_child(base_search(seeds[0], lug_variant, budget=budget, enforce_budget=False, **alpha_only),
+                            args.threads)
             points.append({"search_budget": budget, "search_ratio": ratio, "derived_cost": res["raw_derived_cost"],
                            "genotype": res["raw_genotype"], "expected_cost": res["expected_cost"],
                            "wall_time_s": res["wall_time_s"]})
