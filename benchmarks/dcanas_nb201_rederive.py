@@ -4,7 +4,9 @@ A search whose budget never bound (lambda stayed 0: the expected cost of alpha s
 trained exactly as an unconstrained one, so its final alpha is also what a search at any larger budget ends
 with. This re-runs only the derivation (argmax, ``repair`` when over the budget, ``fill`` when asked) for
 ``--ratio`` and scores the cell with the NB201 table; it refuses searches that ended with lambda > 0 (a final lambda of
-0 is necessary, not sufficient: check that searches at two budgets reached the same alpha). It cannot
+0 is necessary, not sufficient: check that searches at two budgets reached the same alpha). At the same
+budget (``--ratio`` = ``--from_ratio``) any search qualifies: this derives its alpha by argmax + repair (+ fill) for
+comparison with the derivation it ran with (e.g. ``naswot``). It cannot
 stand in for a search at a *smaller* budget, where the constraint would have acted: check that the search
 budget of ``--ratio`` (``--lug``) is at least the one the searches ran with.
 
@@ -57,10 +59,12 @@ def main() -> None:
     if not lines:
         raise SystemExit(f"No lines with alphas for tag {args.tag!r} at ratio {args.from_ratio} in {args.sweep}.")
     for d in lines:
-        if d.get("lambda"):
+        if d.get("lambda") and args.ratio != args.from_ratio:
             raise SystemExit(f"Seed {d['seed']} ended with lambda = {d['lambda']}: its budget acted on the search.")
-        if d["settings"].get("derivation", "alpha") != "alpha":
-            raise SystemExit("Only the alpha derivation can be redone from alphas.")
+        if d["settings"].get("derivation", "alpha") not in ("alpha", "naswot"):
+            # naswot re-ranks after the search and leaves alpha and its argmax as they are; perturbation does not
+            raise SystemExit("Only searches whose raw genotype is alpha's argmax (derivation alpha or naswot) can be "
+                             "derived again from their alphas.")
         probs = {kind: torch.softmax(torch.tensor(a), -1) for kind, a in d["alphas"].items()}
         fill = not args.no_fill and d["settings"].get("fill_budget", True)
         genotype, repair_moves, fill_moves = costs.derive_within(d["raw_genotype"], probs, budget, repair=True,
