@@ -309,6 +309,23 @@ class Scorer:
         return out
 
 
+def sweep_lines_with_alphas(path: str, tags=None, derivations=("alpha",)) -> list[dict]:
+    """The first line per (tag, seed, ratio) of a ``dcanas_nb201_sweep.py`` JSONL that stored its final alpha, from the
+    given tags (``None``: all) and derivations (whose raw cell is alpha's argmax); exits when there is none."""
+    lines, seen = [], set()
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            d = json.loads(raw)
+            key = (d["tag"], d["seed"], d["ratio"])
+            if (d.get("alphas") and key not in seen and (tags is None or d["tag"] in tags)
+                    and d["settings"].get("derivation", "alpha") in derivations):
+                seen.add(key)
+                lines.append(d)
+    if not lines:
+        raise SystemExit(f"No sweep lines with alphas (tags {tags}) in {path}.")
+    return lines
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None

@@ -55,19 +55,8 @@ def main() -> None:
     derive_costs = CostModel.for_space("nb201", "params")  # exclude_none=True, as the searches derive
     cells = scorer.cells
 
-    lines, seen = [], set()
-    with open(args.sweep, encoding="utf-8") as handle:
-        sweep = [json.loads(raw) for raw in handle]
-    for d in sweep:
-        key = (d["tag"], d["seed"], d["ratio"])
-        if not d.get("alphas") or key in seen or (args.tags and d["tag"] not in args.tags):
-            continue
-        if d["settings"].get("derivation", "alpha") != "alpha":
-            continue  # the perturbation derivation does not rank by alpha
-        seen.add(key)
-        lines.append(d)
-    if not lines:
-        raise SystemExit(f"No sweep lines with alphas in {args.sweep}.")
+    # the perturbation derivation does not rank by alpha
+    lines = bench.sweep_lines_with_alphas(args.sweep, args.tags or None)
 
     rows = []
     for d in lines:

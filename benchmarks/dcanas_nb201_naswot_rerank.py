@@ -63,17 +63,7 @@ def main() -> None:
             scores[name] = naswot_score(DCANASForImageClassification(DCANASConfig(genotype=name)), images)
         return scores[name]
 
-    with open(args.sweep, encoding="utf-8") as handle:
-        sweep = [json.loads(raw) for raw in handle]
-    lines, seen = [], set()
-    for d in sweep:
-        key = (d["tag"], d["seed"], d["ratio"])
-        if (d.get("alphas") and key not in seen and d["tag"] in args.tags
-                and d["settings"].get("derivation", "alpha") == "alpha"):
-            seen.add(key)
-            lines.append(d)
-    if not lines:
-        raise SystemExit(f"No sweep lines with alphas and tags {args.tags} in {args.sweep}.")
+    lines = bench.sweep_lines_with_alphas(args.sweep, args.tags)
 
     rows = []
     for d in lines:
