@@ -90,7 +90,8 @@ def main() -> None:
         sample = np.random.default_rng(0).choice(fits, size=min(args.sample, len(fits)), replace=False)
         naswot = [score(cells["entries"][i].genotype) for i in sample]
         correlation[str(ratio)] = float(kendalltau(cells["acc"][sample], naswot)[0])
-        print(f"{ratio:.0%}: Kendall tau of NASWOT vs the table over {len(sample)} random cells {correlation[str(ratio)]:+.3f}")
+        print(f"{ratio:.0%}: Kendall tau of NASWOT vs the table over {len(sample)} random cells "
+              f"{correlation[str(ratio)]:+.3f}")
 
     summary = {"alpha_top_regret": float(np.mean([r["alpha_top_regret"] for r in rows]))}
     for k in TOP_K:

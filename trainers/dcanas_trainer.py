@@ -122,8 +122,9 @@ class DCANASTrainer(Trainer):
         self._extra_logs: dict[str, list[float]] = defaultdict(list)
         self.history: list[dict] = []
         self.search_seconds: float | None = None
-        self.derivation_seconds = 0.0  # perturbation scoring, counted in the search's wall time
-        self._perturbation_cache = self._fit_cache = self._naswot_cache = None  # (alpha key, ...) of the last computation
+        self.derivation_seconds = 0.0  # perturbation / NASWOT scoring, counted in the search's wall time
+        # (alpha key, ...) of the last computation of each
+        self._perturbation_cache = self._fit_cache = self._naswot_cache = None
         self._derived = None
         if args.constrained:
             lo, hi = self.feasible_range

@@ -36,7 +36,8 @@ def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
     tells the images apart better). Train-mode BatchNorm (batch statistics, as at initialisation); running
     statistics and the mode are restored."""
     if pixel_values.dim() != 4 or pixel_values.shape[0] < 2:
-        raise ValueError(f"naswot_score needs a batch of at least 2 images [B, C, H, W], got {tuple(pixel_values.shape)}.")
+        raise ValueError("naswot_score needs a batch of at least 2 images [B, C, H, W], "
+                         f"got {tuple(pixel_values.shape)}.")
     codes: list[torch.Tensor] = []
 
     def record(_module, inputs):
@@ -59,7 +60,8 @@ def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
             m.running_mean, m.running_var, m.num_batches_tracked = mean, var, tracked
         model.train(was_training)
     if not codes:
-        raise ValueError("naswot_score found no ReLU-first module (ReLUConvBN / DilConv / FactorizedReduce) in the model.")
+        raise ValueError("naswot_score found no ReLU-first module (ReLUConvBN / DilConv / FactorizedReduce) "
+                         "in the model.")
     on = torch.cat(codes, dim=1).double()
     kernel = on @ on.T + (1.0 - on) @ (1.0 - on).T
     return float(torch.linalg.slogdet(kernel)[1])
