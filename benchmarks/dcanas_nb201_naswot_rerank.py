@@ -9,7 +9,7 @@ here on fixed images so that a cell's score is computed once for all runs. Repor
 alpha's top cell, of the NASWOT pick, and of the best of the K by the table (a bound for any re-ranker). Also
 Kendall's tau between NASWOT and the table over a random sample of cells within each budget.
 
-No search is run: about one second per cell scored on one core.
+No search is run: 1-1.5 s per cell scored on one core of this CPU when it is quiet.
 
     python benchmarks/dcanas_nb201_naswot_rerank.py --tags full50k_10ep     # -> results/dcanas_nb201_naswot_rerank.json
 """

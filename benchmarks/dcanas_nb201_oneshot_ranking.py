@@ -127,7 +127,8 @@ def main() -> None:
                    "alpha_entropy": result.alpha_entropy, "lambda": result.lambda_, "alphas": result.alphas,
                    "summary": summary,
                    "cells": [{"arch": entries[i].arch_str, "params": int(cell_params[i]),
-                              "nb201_acc": float(cell_acc[i]), "oneshot_acc": oneshot[i], "alpha_log_prob": float(joint[i]), "sampled": i in sampled}
+                              "nb201_acc": float(cell_acc[i]), "oneshot_acc": oneshot[i],
+                              "alpha_log_prob": float(joint[i]), "sampled": i in sampled}
                              for i in to_score]}, handle, indent=1)
     print(f"wrote {out}")
 

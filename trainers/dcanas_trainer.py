@@ -424,11 +424,12 @@ class DCANASTrainer(Trainer):
                 raise ValueError(f"No NAS-Bench-201 cell fits the budget {self.cost_model.format(budget)}; the "
                                  f"feasible range is {self.cost_model.format(self.cost_model.feasible_range()[0])} "
                                  f"and up.")
+            network = args.final_config_kwargs()
             pixels = torch.cat([x for x, _ in held_out_batches(self.val_dataset, args.naswot_images)])
-            size = args.final_config_kwargs()["image_size"]
+            size = network["image_size"]
             if pixels.shape[-1] != size:  # a search at a lower resolution than the final network's
                 pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            chosen, trace = naswot_rerank(candidates, args.final_config_kwargs(), pixels, seed=args.seed,
+            chosen, trace = naswot_rerank(candidates, network, pixels, seed=args.seed,
                                           search_space=args.search_space)
             self.derivation_seconds = trace["seconds"]
             logger.info("naswot: %d candidates scored on %d images in %.1f s; chose alpha's #%d",

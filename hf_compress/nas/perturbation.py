@@ -33,12 +33,13 @@ FIXED = 30.0      # alpha of the op an edge is fixed to (softmax ~ one-hot, as s
 
 
 @contextmanager
-def _batch_statistics(model: nn.Module):
-    """Eval mode (derived cells use the argmax genotype, no sampling) but BatchNorm normalises with the batch's
-    statistics and leaves its running statistics untouched."""
+def batch_statistics(model: nn.Module):
+    """Eval mode (derived cells use the argmax genotype, no sampling; no drop-path) but BatchNorm normalises with the
+    batch's statistics; its running statistics and batch count are left as they were."""
     was_training = model.training
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in norms]
+    saved = [(m.momentum, m.training, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in norms]
     model.eval()
     for m in norms:
         m.train()
@@ -46,8 +47,10 @@ def _batch_statistics(model: nn.Module):
     try:
         yield
     finally:
-        for m, (momentum, training) in zip(norms, saved):
+        for m, (momentum, training, tracked) in zip(norms, saved):
             m.momentum, m.training = momentum, training
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
         model.train(was_training)
 
 
@@ -83,7 +86,7 @@ def perturbation_scores(supernet, batches: list[tuple[torch.Tensor, torch.Tensor
     scores = {kind: torch.full((space.num_edges, space.num_ops), float("-inf")) for kind in supernet.cell_types}
     trace = {"order": {}, "base_accuracy": [], "evaluations": 0}
     started = time.perf_counter()
-    with _alphas_restored(supernet), _batch_statistics(supernet):
+    with _alphas_restored(supernet), batch_statistics(supernet):
         for kind in supernet.cell_types:
             alpha = supernet.alphas[kind].data
             order = rng.permutation(space.num_edges).tolist()
@@ -120,7 +123,7 @@ def running_cell(supernet, genotype):
             raise ValueError(f"{genotype} has a `none` edge, which this supernet's derived cells never run "
                              "(exclude_none=True); score cells without `none`, or build the supernet with "
                              "exclude_none=False.")
-    with _alphas_restored(supernet), _batch_statistics(supernet):
+    with _alphas_restored(supernet), batch_statistics(supernet):
         supernet.set_genotype(genotype, scale=FIXED)
         yield supernet
 

@@ -9,7 +9,7 @@ images: with ``c_i`` the on/off code of every ReLU unit for image ``i``, ``K[i, 
 images ``i`` and ``j`` agree and the score is ``log |K|``. Networks that keep images apart score higher. It costs
 one forward pass of the final network per candidate and needs no training.
 
-The derivation ``derivation="naswot"`` (NB201) takes alpha's ``rerank_top_k`` most probable cells within the
+The derivation ``derivation="naswot"`` (NB201) takes alpha's ``naswot_top_k`` most probable cells within the
 budget (all cells enumerated, so the budget holds exactly) and keeps the one with the highest score.
 """
 
@@ -25,6 +25,7 @@ from torch import nn
 from .configuration_dcanas import DCANASConfig
 from .modeling_dcanas import DCANASForImageClassification
 from .ops import DilConv, FactorizedReduce, ReLUConvBN
+from .perturbation import batch_statistics
 from .spaces import NB201, NB201Genotype
 
 # modules whose forward starts with a ReLU: the ReLU's on/off state is the sign of their input
@@ -33,8 +34,8 @@ RELU_FIRST = (ReLUConvBN, DilConv, FactorizedReduce)
 
 def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
     """``log |K|`` of the ReLU codes of ``model`` on ``pixel_values`` [batch, C, H, W] (higher: the network
-    tells the images apart better). Train-mode BatchNorm (batch statistics, as at initialisation); running
-    statistics and the mode are restored."""
+    tells the images apart better). BatchNorm normalises with the batch's statistics, as at initialisation
+    (``perturbation.batch_statistics``); the model is left as it was."""
     if pixel_values.dim() != 4 or pixel_values.shape[0] < 2:
         raise ValueError("naswot_score needs a batch of at least 2 images [B, C, H, W], "
                          f"got {tuple(pixel_values.shape)}.")
@@ -44,21 +45,12 @@ def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
         codes.append((inputs[0].detach() > 0).flatten(1))
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, RELU_FIRST)]
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in norms]
-    was_training = model.training
     try:
-        for m in norms:  # batch statistics, running ones untouched
-            m.running_mean = m.running_var = m.num_batches_tracked = None
-        model.train()
-        with torch.no_grad():
+        with batch_statistics(model), torch.no_grad():
             model(pixel_values=pixel_values)
     finally:
         for h in hooks:
             h.remove()
-        for m, (mean, var, tracked) in zip(norms, saved):
-            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, tracked
-        model.train(was_training)
     if not codes:
         raise ValueError("naswot_score found no ReLU-first module (ReLUConvBN / DilConv / FactorizedReduce) "
                          "in the model.")
