@@ -11,7 +11,7 @@ import torch
 from hf_compress.nas.constraint import CostModel
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.configuration_dcanas import DCANASConfig
-from hf_compress.nas.proxy import naswot_rerank, naswot_score, nb201_top_cells
+from hf_compress.nas.proxy import _agreement_kernel, naswot_rerank, naswot_score, nb201_top_cells
 from hf_compress.nas.search import load_digits_dataset
 from hf_compress.nas.spaces import NB201Genotype, get_space
 from trainers.dcanas_trainer import DCANASTrainer
@@ -65,6 +65,14 @@ def test_naswot_score_separates_images_and_leaves_the_model_as_it_was():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BN running stats untouched
     with pytest.raises(ValueError, match="at least 2 images"):
         naswot_score(model, images[:1])
+
+
+def test_agreement_kernel_counts_units_on_which_two_codes_agree():
+    on = torch.rand(12, 5000, generator=torch.Generator().manual_seed(0)) > 0.4
+    kernel = _agreement_kernel(on)
+    agree = (on[:, None, :] == on[None, :, :]).sum(-1).double()  # direct count, pair by pair
+    assert kernel.dtype == torch.float64 and torch.equal(kernel, agree)
+    assert torch.equal(torch.diagonal(kernel), torch.full((12,), 5000.0, dtype=torch.float64))
 
 
 def test_naswot_ranks_real_cells_like_the_nb201_table():

@@ -54,9 +54,19 @@ def naswot_score(model: nn.Module, pixel_values: torch.Tensor) -> float:
     if not codes:
         raise ValueError("naswot_score found no ReLU-first module (ReLUConvBN / DilConv / FactorizedReduce) "
                          "in the model.")
-    on = torch.cat(codes, dim=1).double()
-    kernel = on @ on.T + (1.0 - on) @ (1.0 - on).T
-    return float(torch.linalg.slogdet(kernel)[1])
+    return float(torch.linalg.slogdet(_agreement_kernel(torch.cat(codes, dim=1)))[1])
+
+
+def _agreement_kernel(on: torch.Tensor) -> torch.Tensor:
+    """``K[i, j]`` = units on which codes ``i`` and ``j`` agree, as ``n - |c_i| - |c_j| + 2 c_i.c_j``: one matrix
+    product instead of two (both on and off agreements). In float32 while every count stays below 2**24, where
+    float32 sums of 0/1 products are exact integers (several times faster than float64, same kernel)."""
+    units = on.shape[1]
+    dtype = torch.float32 if units < 2**24 else torch.float64
+    codes = on.to(dtype)
+    on_count = codes.sum(dim=1)
+    both_on = codes @ codes.T
+    return (units - on_count[:, None] - on_count[None, :] + 2.0 * both_on).double()
 
 
 def nb201_top_cells(cost_model, probs: dict[str, torch.Tensor], budget: float | None, k: int,
