@@ -563,6 +563,9 @@ def main() -> None:
                         "raw_budget_met", "repaired", "lambda", "alpha_entropy", "expected_cost", "steps")},
                         **scorer.score(res["genotype"], budget)}
                     row["raw_nb201_acc"] = scorer.score(res["raw_genotype"], None)["nb201_acc"]
+                    derivation = (res.get("extra") or {}).get("derivation")
+                    if derivation:  # perturbation / NASWOT scoring time, part of wall_time_s
+                        row["derivation_seconds"] = derivation["seconds"]
                     results["runs"].append(row)
                     log(f"{variant} {ratio:.2f} seed {seed}: {row['genotype']} acc {row['nb201_acc']:.2f} regret "
                         f"{row['regret']:.2f} met {row['budget_met']} (raw {row['raw_budget_met']}) "

@@ -28,7 +28,6 @@ sys.path.insert(0, HERE)
 import dcanas_nb201 as bench  # noqa: E402
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", default=os.path.join(HERE, "results", "dcanas_nb201_sweep.jsonl"))
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=60, help="random cells per budget for the rank correlation")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "dcanas_nb201_naswot_rerank.json"))
     args = parser.parse_args()
-    TOP_K = sorted(args.top_k)
+    top_k = sorted(args.top_k)
 
     import numpy as np
     import torch
@@ -73,12 +72,12 @@ def main() -> None:
         for ratio in [d["ratio"]] + ([0.75] if d["ratio"] == 0.5 else []):
             budget = ratio * scorer.largest
             best = scorer.best_within(budget)[1]
-            top = nb201_top_cells(cost_model, probs, budget, k=max(TOP_K))
+            top = nb201_top_cells(cost_model, probs, budget, k=max(top_k))
             accuracy = [scorer.table.lookup(str(g))[bench.METRIC] for g in top]
             naswot = [score(g) for g in top]
             row = {"tag": d["tag"], "seed": d["seed"], "search_ratio": d["ratio"], "ratio": ratio,
                    "best_within_budget": best, "alpha_top_regret": best - accuracy[0]}
-            for k in TOP_K:
+            for k in top_k:
                 pick = int(np.argmax(naswot[:k]))
                 row[f"naswot_top{k}_regret"] = best - accuracy[pick]
                 row[f"naswot_top{k}_genotype"] = str(top[pick])
@@ -96,13 +95,13 @@ def main() -> None:
               f"{correlation[str(ratio)]:+.3f}")
 
     summary = {"alpha_top_regret": float(np.mean([r["alpha_top_regret"] for r in rows]))}
-    for k in TOP_K:
+    for k in top_k:
         summary[f"naswot_top{k}_regret"] = float(np.mean([r[f"naswot_top{k}_regret"] for r in rows]))
         summary[f"table_best_of_top{k}_regret"] = float(np.mean([r[f"table_best_of_top{k}_regret"] for r in rows]))
     for name, value in summary.items():
         print(f"mean {name}: {value:.2f}")
     out = {"benchmark": "dcanas_nb201_naswot_rerank", "tags": args.tags, "images": args.images,
-           "metric": bench.METRIC, "top_k": TOP_K, "cells_scored": len(scores), "seconds": time.perf_counter() - began,
+           "metric": bench.METRIC, "top_k": top_k, "cells_scored": len(scores), "seconds": time.perf_counter() - began,
            "kendall_tau_naswot_vs_table": correlation, "summary": summary, "runs": rows,
            "naswot_scores": scores}
     with open(args.output, "w", encoding="utf-8") as handle:
