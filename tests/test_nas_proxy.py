@@ -11,7 +11,7 @@ import torch
 from hf_compress.nas.constraint import CostModel
 from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 from hf_compress.nas.configuration_dcanas import DCANASConfig
-from hf_compress.nas.proxy import _agreement_kernel, naswot_rerank, naswot_score, nb201_top_cells
+from hf_compress.nas.proxy import _agreement_kernel, naswot_rerank, naswot_score, nb201_top_cells, synflow_score
 from hf_compress.nas.search import load_digits_dataset
 from hf_compress.nas.spaces import NB201Genotype, get_space
 from trainers.dcanas_trainer import DCANASTrainer
@@ -65,6 +65,24 @@ def test_naswot_score_separates_images_and_leaves_the_model_as_it_was():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BN running stats untouched
     with pytest.raises(ValueError, match="at least 2 images"):
         naswot_score(model, images[:1])
+
+
+def test_synflow_grows_with_the_cell_and_leaves_the_model_as_it_was():
+    def net(ops, channels=8):
+        torch.manual_seed(0)
+        config = DCANASConfig(search_space="nb201", genotype=str(NB201Genotype.from_ops(ops)), image_size=16,
+                              num_classes=10, init_channels=channels, cells_per_stage=1)
+        return DCANASForImageClassification(config)
+
+    convs = net(["nor_conv_3x3"] * 6)
+    state = {k: v.clone() for k, v in convs.state_dict().items()}
+    score = synflow_score(convs, (3, 16, 16))
+    assert all(torch.equal(v, convs.state_dict()[k]) for k, v in state.items()) and convs.training
+    assert synflow_score(convs, (3, 16, 16)) == score  # no data, no randomness
+    # more weights on the paths from input to logits: a higher score
+    assert score > synflow_score(net(["nor_conv_1x1"] * 6), (3, 16, 16))
+    assert score > synflow_score(net(["skip_connect"] * 6), (3, 16, 16))
+    assert synflow_score(net(["nor_conv_3x3"] * 6, channels=16), (3, 16, 16)) > score
 
 
 def test_agreement_kernel_counts_units_on_which_two_codes_agree():

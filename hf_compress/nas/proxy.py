@@ -69,6 +69,26 @@ def _agreement_kernel(on: torch.Tensor) -> torch.Tensor:
     return (units - on_count[:, None] - on_count[None, :] + 2.0 * both_on).double()
 
 
+def synflow_score(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> float:
+    """``log sum |theta * dR/dtheta|`` with ``R`` the summed logits of the network with every weight made positive,
+    on an all-ones image (SynFlow, Tanaka et al. 2020; as a zero-cost NAS proxy, Abdelfattah et al. 2021). No data
+    needed. Computed in float64 on a copy in eval mode (BatchNorm at its initial statistics is the identity, so the
+    constant input is not normalised away); the model is left as it was."""
+    import copy
+
+    probe = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for param in probe.parameters():
+            param.abs_()
+    probe.zero_grad(set_to_none=True)
+    logits = probe(pixel_values=torch.ones(1, *image_shape, dtype=torch.float64)).logits
+    logits.sum().backward()
+    total = sum(float((p.detach() * p.grad).abs().sum()) for p in probe.parameters() if p.grad is not None)
+    if not total > 0:
+        raise ValueError("synflow_score: no weight receives a gradient from the logits (a cell of only 'none'?).")
+    return float(np.log(total))
+
+
 def nb201_top_cells(cost_model, probs: dict[str, torch.Tensor], budget: float | None, k: int,
                     exclude_none: bool = True) -> list[NB201Genotype]:
     """Alpha's ``k`` most probable NAS-Bench-201 cells whose derived cost is within ``budget`` (every cell of the
