@@ -66,6 +66,13 @@ def test_target_flops_with_equals_sign_injects_no_sparsity(tmp_path):
     assert args.target_sparsity is None and args.target_params is None
 
 
+def test_gate_groups_flag_takes_several_names_and_defaults_to_the_architecture(tmp_path):
+    _, args = parse_vtrans_args(["--output_dir", str(tmp_path), "--gate_groups", "heads", "ffn", "mha"])
+    assert args.gate_groups == ["heads", "ffn", "mha"]
+    _, args = parse_vtrans_args(["--output_dir", str(tmp_path)])
+    assert args.gate_groups is None  # the trainer then takes the adapter's default_gate_groups
+
+
 def test_two_budgets_on_the_command_line_are_refused(tmp_path):
     with pytest.raises(ValueError, match="exactly one budget"):
         parse_vtrans_args(["--output_dir", str(tmp_path), "--target_sparsity", "0.5", "--target_params", "100"])

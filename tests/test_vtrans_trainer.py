@@ -73,6 +73,7 @@ def test_train_prunes_to_budget_and_saves_loadable_model(tmp_path, variant):
     assert report["budget"]["realised"] <= report["budget"]["target"]
     assert report["layer_sparsity"] >= 0.5
     assert report["variant"] == variant and report["compression_seconds"] > 0
+    assert report["gate_groups"] == ["hidden", "heads", "ffn"]  # the encoder default
     # the pruned model really is smaller, and loads back with the Auto class
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in teacher.parameters())
     assert os.path.isfile(tmp_path / "out" / "model.safetensors")
@@ -250,3 +251,30 @@ def test_default_gate_lr_follows_the_pruning_length(tmp_path, steps, expected):
     assert len(gate_groups) == 1 and gate_groups[0]["lr"] == pytest.approx(expected)
     trainer.lr_scheduler.step()
     assert gate_groups[0]["lr"] == pytest.approx(expected)  # constant, unlike the weights' schedule
+
+
+def test_gate_groups_default_to_the_architecture_and_follow_the_user(tmp_path):
+    # encoders: no scalar gates over whole MHA / FFN sub-layers unless asked for
+    trainer = VTransTrainer(model=tiny_bert(), args=make_args(tmp_path), train_dataset=toy_dataset())
+    assert set(get_gates(trainer.model).groups) == {"hidden", "heads", "ffn"}
+    chosen = make_args(tmp_path, gate_groups=["heads", "ffn", "mha", "ffn_layer"])
+    trainer = VTransTrainer(model=tiny_bert(), args=chosen, train_dataset=toy_dataset())
+    assert set(get_gates(trainer.model).groups) == {"heads", "ffn", "mha", "ffn_layer"}
+    with pytest.raises(ValueError, match="gate_groups is empty"):
+        make_args(tmp_path, gate_groups=[])
+    with pytest.raises(ValueError, match="Unknown gate_groups"):
+        make_args(tmp_path, gate_groups=["heads", "layers"])
+
+
+def test_decoders_keep_every_gate_group_by_default(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    ))
+    ids = torch.randint(2, 100, (8, 12)).tolist()
+    train = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 12] * 8, "labels": ids})
+    trainer = VTransTrainer(model=model, args=make_args(tmp_path, variant="faster", target_sparsity=0.2), train_dataset=train)
+    assert {"heads", "kv_groups", "ffn", "mha", "ffn_layer"} <= set(get_gates(trainer.model).groups)

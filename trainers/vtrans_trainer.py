@@ -39,6 +39,16 @@ def subsample(dataset, fraction: float, seed: int):
     return Subset(dataset, sorted(order.tolist()))
 
 
+def gate_groups_for(model: PreTrainedModel, args: VTransTrainingArguments) -> tuple[str, ...]:
+    """The gate groups to attach: the user's, else the architecture adapter's default (see ``default_gate_groups``)."""
+    if args.gate_groups is not None:
+        return tuple(args.gate_groups)
+    groups = get_adapter(model).default_gate_groups
+    logger.info("VTrans gates over %s (the %s default; set gate_groups to change)", ", ".join(groups),
+                model.config.model_type)
+    return groups
+
+
 def check_teacher(student: PreTrainedModel, teacher: PreTrainedModel | None, hidden_weight: float) -> None:
     """A teacher must predict the same labels as the student (and share its width for hidden distillation)."""
     if teacher is None:
@@ -252,7 +262,7 @@ class VTransTrainer(DistillationMixin, Trainer):
         )
         gates = get_gates(model) or attach_gates(
             model,
-            groups=tuple(args.gate_groups),
+            groups=gate_groups_for(model, args),
             init_mu=args.gate_init_mu,
             init_log_sigma2=args.gate_init_log_sigma2,
             temperature=args.expected_keep_temperature,
@@ -394,6 +404,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             self.teacher_cache.clear()  # frees the memory; the counts stay in teacher_cache_stats
         pruned.config.pruning_report.update(
             variant=self.args.variant,
+            gate_groups=list(self._gates.groups),
             data_fraction=self.args.effective_data_fraction,
             finetune_data_fraction=self.args.finetune_data_fraction,
             compression_seconds=self.compression_seconds,

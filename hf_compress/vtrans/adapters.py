@@ -80,6 +80,10 @@ class EncoderAdapter:
     kind: str = "encoder"
     pooler: str | None = None  # base model's pooler projection (its output keeps the original width)
     position_style: str = "absolute"  # "roberta": positions start after padding_idx
+    # What VTransTrainer gates when the user names no groups. Not the scalar gates over whole MHA / FFN
+    # sub-layers: on MiniLM + SST-2 they removed whole attention sub-layers at 70% and cost 2 points (a sub-layer
+    # still goes when all its heads or neurons do). attach_gates() itself defaults to every group.
+    default_gate_groups: tuple[str, ...] = ("hidden", "heads", "ffn")
 
     # -- module lookup -----------------------------------------------------------------------------
     def base_model(self, model: nn.Module) -> nn.Module:
