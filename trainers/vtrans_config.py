@@ -87,8 +87,9 @@ class VTransTrainingArguments(TrainingArguments):
     gate_groups: list[str] | None = field(
         default=None,
         metadata={"help": f"Structures to prune, any of {', '.join(GATE_GROUPS)}. Default: the architecture's "
-                  "own choice - encoders hidden, heads, ffn (the whole-sub-layer gates mha / ffn_layer cost accuracy "
-                  "on MiniLM + SST-2; a sub-layer still goes when all its units do), decoders all of them."},
+                  "own choice - encoders hidden, heads, ffn while the weights train (the whole-sub-layer gates mha / "
+                  "ffn_layer cost accuracy there on MiniLM + SST-2; a sub-layer still goes when all its units do) and "
+                  "all of them for variant='faster' (frozen weights); decoders all of them."},
     )
     gate_learning_rate: float | None = field(
         default=None,

@@ -40,12 +40,14 @@ def subsample(dataset, fraction: float, seed: int):
 
 
 def gate_groups_for(model: PreTrainedModel, args: VTransTrainingArguments) -> tuple[str, ...]:
-    """The gate groups to attach: the user's, else the architecture adapter's default (see ``default_gate_groups``)."""
+    """The gate groups to attach: the user's, else the architecture adapter's default for the variant
+    (``frozen_weights_gate_groups`` for Faster-VTrans, ``default_gate_groups`` otherwise)."""
     if args.gate_groups is not None:
         return tuple(args.gate_groups)
-    groups = get_adapter(model).default_gate_groups
-    logger.info("VTrans gates over %s (the %s default; set gate_groups to change)", ", ".join(groups),
-                model.config.model_type)
+    adapter = get_adapter(model)
+    groups = adapter.frozen_weights_gate_groups if args.variant == "faster" else adapter.default_gate_groups
+    logger.info("VTrans gates over %s (the %s default for variant %r; set gate_groups to change)", ", ".join(groups),
+                model.config.model_type, args.variant)
     return groups
 
 

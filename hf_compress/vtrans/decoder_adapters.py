@@ -73,8 +73,9 @@ class DecoderAdapter:
     embed_positions: str | None = None
     conv1d: bool = False  # projections store their weight as [in, out]
     kind: str = "decoder"
-    # what VTransTrainer gates when the user names no groups (kv_groups only exist with GQA)
+    # what VTransTrainer gates when the user names no groups, weights training or frozen (kv_groups: GQA only)
     default_gate_groups: tuple[str, ...] = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")
+    frozen_weights_gate_groups: tuple[str, ...] = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")
 
     # -- module lookup -----------------------------------------------------------------------------
     def base_model(self, model: nn.Module) -> nn.Module:
