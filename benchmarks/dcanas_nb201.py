@@ -309,6 +309,26 @@ class Scorer:
         return out
 
 
+def cell_scorer(score_network):
+    """``(score, scores)``: ``score(genotype)`` applies ``score_network`` to the cell's final network (default sizes,
+    seeded initialisation) once per cell, and ``scores`` maps each scored genotype string to its score."""
+    import torch
+
+    from hf_compress.nas.configuration_dcanas import DCANASConfig
+    from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
+
+    scores: dict[str, float] = {}
+
+    def score(genotype) -> float:
+        name = str(genotype)
+        if name not in scores:
+            torch.manual_seed(0)
+            scores[name] = score_network(DCANASForImageClassification(DCANASConfig(genotype=name)))
+        return scores[name]
+
+    return score, scores
+
+
 def sweep_lines_with_alphas(path: str, tags=None, derivations=("alpha",)) -> list[dict]:
     """The first line per (tag, seed, ratio) of a ``dcanas_nb201_sweep.py`` JSONL that stored its final alpha, from the
     given tags (``None``: all) and derivations (whose raw cell is alpha's argmax); exits when there is none."""

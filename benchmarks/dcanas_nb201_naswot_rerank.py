@@ -47,22 +47,13 @@ def main() -> None:
     from hf_compress.nas.constraint import CostModel
     from hf_compress.nas.proxy import naswot_score, nb201_top_cells
     from hf_compress.nas.search import load_cifar10
-    from hf_compress.nas.configuration_dcanas import DCANASConfig
-    from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
 
     scorer = bench.Scorer()
     cells = scorer.cells
     cost_model = CostModel.for_space("nb201", "params")
     images = load_cifar10("train", limit=args.images, seed=0).pixel_values
-    scores: dict[str, float] = {}
+    score, scores = bench.cell_scorer(lambda network: naswot_score(network, images))
     began = time.perf_counter()
-
-    def score(genotype) -> float:
-        name = str(genotype)
-        if name not in scores:
-            torch.manual_seed(0)
-            scores[name] = naswot_score(DCANASForImageClassification(DCANASConfig(genotype=name)), images)
-        return scores[name]
 
     lines = bench.sweep_lines_with_alphas(args.sweep, args.tags)
 

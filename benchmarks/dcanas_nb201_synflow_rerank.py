@@ -37,9 +37,7 @@ def main() -> None:
     import torch
     from scipy.stats import kendalltau, rankdata
 
-    from hf_compress.nas.configuration_dcanas import DCANASConfig
     from hf_compress.nas.constraint import CostModel
-    from hf_compress.nas.modeling_dcanas import DCANASForImageClassification
     from hf_compress.nas.proxy import nb201_top_cells, synflow_score
 
     with open(args.naswot, encoding="utf-8") as handle:
@@ -47,15 +45,8 @@ def main() -> None:
     naswot, top_k = stored["naswot_scores"], stored["top_k"]
     scorer = bench.Scorer()
     cost_model = CostModel.for_space("nb201", "params")
-    synflow: dict[str, float] = {}
+    score, synflow = bench.cell_scorer(synflow_score)
     began = time.perf_counter()
-
-    def score(genotype) -> float:
-        name = str(genotype)
-        if name not in synflow:
-            torch.manual_seed(0)
-            synflow[name] = synflow_score(DCANASForImageClassification(DCANASConfig(genotype=name)))
-        return synflow[name]
 
     rows = []
     for d in bench.sweep_lines_with_alphas(args.sweep, stored["tags"]):
