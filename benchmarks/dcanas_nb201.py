@@ -329,6 +329,34 @@ def cell_scorer(score_network):
     return score, scores
 
 
+def rerank_candidate_sets(scorer: "Scorer", sweep: str, tags, k: int):
+    """Alpha's ``k`` most probable cells within the budget of each stored search of ``sweep`` (``tags``), and within
+    75% for a 50% search (lambda stayed 0, so it trained the same supernet): yields ``(line, ratio, best accuracy
+    within the budget, cells, their table accuracies)``, the candidate sets the re-rank benchmarks share."""
+    import torch
+
+    from hf_compress.nas.constraint import CostModel
+    from hf_compress.nas.proxy import nb201_top_cells
+
+    cost_model = CostModel.for_space("nb201", "params")
+    for d in sweep_lines_with_alphas(sweep, tags):
+        probs = {"normal": torch.softmax(torch.tensor(d["alphas"]["normal"], dtype=torch.float64), dim=-1)}
+        for ratio in [d["ratio"]] + ([0.75] if d["ratio"] == 0.5 else []):
+            budget = ratio * scorer.largest
+            top = nb201_top_cells(cost_model, probs, budget, k=k)
+            yield d, ratio, scorer.best_within(budget)[1], top, [scorer.table.lookup(str(g))[METRIC] for g in top]
+
+
+def random_cells_within(scorer: "Scorer", ratio: float, size: int):
+    """Indices into ``scorer.cells`` of ``size`` seeded random cells without ``none`` within ``ratio`` of the
+    largest cell's parameters (for rank correlations against the table)."""
+    import numpy as np
+
+    cells = scorer.cells
+    fits = np.where(cells["no_none"] & (cells["params"] <= ratio * scorer.largest))[0]
+    return np.random.default_rng(0).choice(fits, size=min(size, len(fits)), replace=False)
+
+
 def sweep_lines_with_alphas(path: str, tags=None, derivations=("alpha",)) -> list[dict]:
     """The first line per (tag, seed, ratio) of a ``dcanas_nb201_sweep.py`` JSONL that stored its final alpha, from the
     given tags (``None``: all) and derivations (whose raw cell is alpha's argmax); exits when there is none."""

@@ -41,45 +41,33 @@ def main() -> None:
     top_k = sorted(args.top_k)
 
     import numpy as np
-    import torch
     from scipy.stats import kendalltau
 
-    from hf_compress.nas.constraint import CostModel
-    from hf_compress.nas.proxy import naswot_score, nb201_top_cells
+    from hf_compress.nas.proxy import naswot_score
     from hf_compress.nas.search import load_cifar10
 
     scorer = bench.Scorer()
     cells = scorer.cells
-    cost_model = CostModel.for_space("nb201", "params")
     images = load_cifar10("train", limit=args.images, seed=0).pixel_values
     score, scores = bench.cell_scorer(lambda network: naswot_score(network, images))
     began = time.perf_counter()
 
-    lines = bench.sweep_lines_with_alphas(args.sweep, args.tags)
-
     rows = []
-    for d in lines:
-        probs = {"normal": torch.softmax(torch.tensor(d["alphas"]["normal"], dtype=torch.float64), dim=-1)}
-        for ratio in [d["ratio"]] + ([0.75] if d["ratio"] == 0.5 else []):
-            budget = ratio * scorer.largest
-            best = scorer.best_within(budget)[1]
-            top = nb201_top_cells(cost_model, probs, budget, k=max(top_k))
-            accuracy = [scorer.table.lookup(str(g))[bench.METRIC] for g in top]
-            naswot = [score(g) for g in top]
-            row = {"tag": d["tag"], "seed": d["seed"], "search_ratio": d["ratio"], "ratio": ratio,
-                   "best_within_budget": best, "alpha_top_regret": best - accuracy[0]}
-            for k in top_k:
-                pick = int(np.argmax(naswot[:k]))
-                row[f"naswot_top{k}_regret"] = best - accuracy[pick]
-                row[f"naswot_top{k}_genotype"] = str(top[pick])
-                row[f"table_best_of_top{k}_regret"] = best - max(accuracy[:k])
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not k.endswith("genotype")}), flush=True)
+    for d, ratio, best, top, accuracy in bench.rerank_candidate_sets(scorer, args.sweep, args.tags, max(top_k)):
+        naswot = [score(g) for g in top]
+        row = {"tag": d["tag"], "seed": d["seed"], "search_ratio": d["ratio"], "ratio": ratio,
+               "best_within_budget": best, "alpha_top_regret": best - accuracy[0]}
+        for k in top_k:
+            pick = int(np.argmax(naswot[:k]))
+            row[f"naswot_top{k}_regret"] = best - accuracy[pick]
+            row[f"naswot_top{k}_genotype"] = str(top[pick])
+            row[f"table_best_of_top{k}_regret"] = best - max(accuracy[:k])
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith("genotype")}), flush=True)
 
     correlation = {}
     for ratio in sorted({r["ratio"] for r in rows}):
-        fits = np.where(cells["no_none"] & (cells["params"] <= ratio * scorer.largest))[0]
-        sample = np.random.default_rng(0).choice(fits, size=min(args.sample, len(fits)), replace=False)
+        sample = bench.random_cells_within(scorer, ratio, args.sample)
         naswot = [score(cells["entries"][i].genotype) for i in sample]
         correlation[str(ratio)] = float(kendalltau(cells["acc"][sample], naswot)[0])
         print(f"{ratio:.0%}: Kendall tau of NASWOT vs the table over {len(sample)} random cells "

@@ -34,45 +34,36 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import torch
     from scipy.stats import kendalltau, rankdata
 
-    from hf_compress.nas.constraint import CostModel
-    from hf_compress.nas.proxy import nb201_top_cells, synflow_score
+    from hf_compress.nas.proxy import synflow_score
 
     with open(args.naswot, encoding="utf-8") as handle:
         stored = json.load(handle)
     naswot, top_k = stored["naswot_scores"], stored["top_k"]
     scorer = bench.Scorer()
-    cost_model = CostModel.for_space("nb201", "params")
     score, synflow = bench.cell_scorer(synflow_score)
     began = time.perf_counter()
 
     rows = []
-    for d in bench.sweep_lines_with_alphas(args.sweep, stored["tags"]):
-        probs = {"normal": torch.softmax(torch.tensor(d["alphas"]["normal"], dtype=torch.float64), dim=-1)}
-        for ratio in [d["ratio"]] + ([0.75] if d["ratio"] == 0.5 else []):
-            budget = ratio * scorer.largest
-            best = scorer.best_within(budget)[1]
-            top = nb201_top_cells(cost_model, probs, budget, k=max(top_k))
-            accuracy = np.array([scorer.table.lookup(str(g))[bench.METRIC] for g in top])
-            by_naswot = np.array([naswot[str(g)] for g in top])
-            by_synflow = np.array([score(g) for g in top])
-            row = {"tag": d["tag"], "seed": d["seed"], "search_ratio": d["ratio"], "ratio": ratio}
-            for k in top_k:
-                votes = rankdata(by_naswot[:k]) + rankdata(by_synflow[:k])
-                row[f"naswot_top{k}_regret"] = best - accuracy[int(np.argmax(by_naswot[:k]))]
-                row[f"synflow_top{k}_regret"] = best - accuracy[int(np.argmax(by_synflow[:k]))]
-                row[f"vote_top{k}_regret"] = best - accuracy[int(np.argmax(votes))]
-                row[f"table_best_of_top{k}_regret"] = best - accuracy[:k].max()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for d, ratio, best, top, accuracy in bench.rerank_candidate_sets(scorer, args.sweep, stored["tags"], max(top_k)):
+        accuracy = np.array(accuracy)
+        by_naswot = np.array([naswot[str(g)] for g in top])
+        by_synflow = np.array([score(g) for g in top])
+        row = {"tag": d["tag"], "seed": d["seed"], "search_ratio": d["ratio"], "ratio": ratio}
+        for k in top_k:
+            votes = rankdata(by_naswot[:k]) + rankdata(by_synflow[:k])
+            row[f"naswot_top{k}_regret"] = best - accuracy[int(np.argmax(by_naswot[:k]))]
+            row[f"synflow_top{k}_regret"] = best - accuracy[int(np.argmax(by_synflow[:k]))]
+            row[f"vote_top{k}_regret"] = best - accuracy[int(np.argmax(votes))]
+            row[f"table_best_of_top{k}_regret"] = best - accuracy[:k].max()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
     cells = scorer.cells
     correlation = {}
     for ratio in sorted({r["ratio"] for r in rows}):
-        fits = np.where(cells["no_none"] & (cells["params"] <= ratio * scorer.largest))[0]
-        sample = np.random.default_rng(0).choice(fits, size=min(args.sample, len(fits)), replace=False)
+        sample = bench.random_cells_within(scorer, ratio, args.sample)
         values = [score(cells["entries"][i].genotype) for i in sample]
         correlation[str(ratio)] = {"synflow": float(kendalltau(cells["acc"][sample], values)[0]),
                                    "params": float(kendalltau(cells["acc"][sample], cells["params"][sample])[0])}
