@@ -283,3 +283,41 @@ def test_decoders_keep_every_gate_group_by_default(tmp_path):
     train = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 12] * 8, "labels": ids})
     trainer = VTransTrainer(model=model, args=make_args(tmp_path, variant="faster", target_sparsity=0.2), train_dataset=train)
     assert {"heads", "kv_groups", "ffn", "mha", "ffn_layer"} <= set(get_gates(trainer.model).groups)
+
+
+def test_taylor_gate_init_orders_the_start_by_importance(tmp_path):
+    """gate_init='taylor': each group's initial log-alpha follows the Taylor score's ranks over the spread, with
+    the mean start unchanged; the weights are untouched and the run prunes to budget as usual."""
+    from hf_compress.vtrans.baselines import gate_taylor_scores
+
+    student = tiny_bert()
+    weights_before = {k: v.clone() for k, v in student.state_dict().items()}
+    args = make_args(tmp_path, variant="faster", gate_init="taylor", gate_init_spread=4.0, gate_init_batches=3)
+    trainer = VTransTrainer(model=student, teacher_model=tiny_bert(), args=args, train_dataset=toy_dataset())
+    gates = get_gates(trainer.model)
+    start = {name: gate.log_alpha().detach().clone() for name, gate in gates.groups.items()}
+    scores = trainer.seed_gates_from_taylor()
+    assert set(scores) == set(gates.groups)
+    for name, gate in gates.groups.items():
+        after = gate.log_alpha().detach()
+        assert after.mean().item() == pytest.approx(start[name].mean().item(), abs=1e-5)
+        assert (after.max() - after.min()).item() == pytest.approx(4.0, abs=1e-4)
+        order = scores[name].reshape(-1).argsort(stable=True)
+        assert torch.all(after.reshape(-1)[order].diff() < 0)  # more important -> lower log-alpha
+        assert gate.mu.grad is None  # the scoring pass leaves no gradient behind
+    assert not gates.frozen and trainer.model.training
+    for k, v in trainer.model.state_dict().items():
+        if k in weights_before:
+            torch.testing.assert_close(v, weights_before[k])
+    # the scores are the first-order Taylor scores the baseline ranks by, through the same gates
+    again = gate_taylor_scores(trainer.model, gates, trainer.get_train_dataloader(), max_batches=1)
+    assert all(torch.all(s >= 0) for s in again.values()) and any(s.sum() > 0 for s in again.values())
+
+    # a whole run seeds the gates first and records it
+    args = make_args(tmp_path, variant="faster", gate_init="taylor", gate_init_batches=2)
+    trainer = VTransTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=args, train_dataset=toy_dataset())
+    trainer.train()
+    report = trainer.materialize().config.pruning_report
+    assert report["gate_init"] == "taylor" and report["layer_sparsity"] >= 0.5
+    with pytest.raises(ValueError, match="gate_init must be one of"):
+        make_args(tmp_path, gate_init="magnitude")

@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 
 VARIANTS = ("vtrans", "fast", "faster")
 GATE_GROUPS = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")  # kv_groups: GQA decoders only
+GATE_INITS = ("constant", "taylor")
 _DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.03}
 
 
@@ -114,6 +115,20 @@ class VTransTrainingArguments(TrainingArguments):
     )
     gate_init_mu: float = field(default=1.0, metadata={"help": "Initial gate mean."})
     gate_init_log_sigma2: float = field(default=-4.0, metadata={"help": "Initial gate log-variance."})
+    gate_init: str = field(
+        default="constant",
+        metadata={"help": "constant: every gate starts at gate_init_log_sigma2; taylor: before the pruning phase, a "
+                  "first-order Taylor score |z dL/dz| over gate_init_batches training batches spreads each group's "
+                  "initial log-alpha by rank over gate_init_spread units (least important nearest the threshold).",
+                  "choices": list(GATE_INITS)},
+    )
+    gate_init_spread: float = field(
+        default=4.0, metadata={"help": "gate_init='taylor': log-alpha range between a group's least and most "
+                               "important unit at the start."}
+    )
+    gate_init_batches: int = field(
+        default=16, metadata={"help": "gate_init='taylor': training batches the Taylor score is summed over."}
+    )
     expected_keep_temperature: float = field(
         default=1.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
     )
@@ -171,6 +186,11 @@ class VTransTrainingArguments(TrainingArguments):
         if self.gate_groups is not None and not self.gate_groups:
             raise ValueError("gate_groups is empty: name at least one of " + ", ".join(GATE_GROUPS)
                              + ", or leave it unset for the architecture's default.")
+        if self.gate_init not in GATE_INITS:
+            raise ValueError(f"gate_init must be one of {GATE_INITS}, got {self.gate_init!r}.")
+        if self.gate_init_spread < 0 or self.gate_init_batches < 1:
+            raise ValueError("gate_init_spread must be >= 0 and gate_init_batches >= 1 (got "
+                             f"{self.gate_init_spread}, {self.gate_init_batches}).")
         if self.teacher_cache_mb < 0:
             raise ValueError(f"teacher_cache_mb must be >= 0 (0 switches the cache off), got {self.teacher_cache_mb}.")
         if self.finetune_batch_size is not None and self.finetune_batch_size < 1:

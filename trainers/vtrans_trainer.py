@@ -15,6 +15,7 @@ from torch.utils.data import Subset
 from transformers import PreTrainedModel, Trainer
 
 from hf_compress.vtrans.adapters import get_adapter
+from hf_compress.vtrans.baselines import gate_taylor_scores
 from hf_compress.vtrans.budget import LagrangianTerm, expected_size, measure, resolve_budget
 from hf_compress.vtrans.masking import attach_gates, dense_shape, get_gates
 from hf_compress.vtrans.materialize import materialize as materialize_model
@@ -392,6 +393,8 @@ class VTransTrainer(DistillationMixin, Trainer):
     # -- phases --------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         started = time.perf_counter()
+        if self.args.gate_init == "taylor" and not resume_from_checkpoint and self.state.global_step == 0:
+            self.seed_gates_from_taylor()
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )
@@ -410,10 +413,24 @@ class VTransTrainer(DistillationMixin, Trainer):
             data_fraction=self.args.effective_data_fraction,
             finetune_data_fraction=self.args.finetune_data_fraction,
             compression_seconds=self.compression_seconds,
+            gate_init=self.args.gate_init,
         )
         self.pruned_model = pruned
         self.save_pruned(self.args.output_dir)
         return output
+
+    def seed_gates_from_taylor(self) -> dict[str, torch.Tensor]:
+        """``gate_init='taylor'``: spread the gates' initial log-alpha by a first-order Taylor score summed over
+        ``gate_init_batches`` training batches (:meth:`VIBGates.spread_by_importance`). Under DDP every process
+        scores its own batches; the wrapper then broadcasts rank 0's gates, so all start alike."""
+        started = time.perf_counter()
+        model = self.accelerator.unwrap_model(self.model)
+        scores = gate_taylor_scores(model, self._gates, self.get_train_dataloader(), self.args.gate_init_batches)
+        self._gates.spread_by_importance(scores, self.args.gate_init_spread)
+        logger.info("Gates seeded from a Taylor score over %d batches (%.1f s; log-alpha spread %.1f over %s)",
+                    self.args.gate_init_batches, time.perf_counter() - started, self.args.gate_init_spread,
+                    ", ".join(scores))
+        return scores
 
     def materialize(self) -> PreTrainedModel:
         """The pruned model: the fine-tuned one after ``train()``, else the current gates materialized."""

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .budget import Budget
+from .gates import VIBGates
 from .masking import attach_gates, dense_shape, detach_gates
 from .materialize import materialize, select_units
 
@@ -24,28 +25,49 @@ def taylor_importance(
     model: PreTrainedModel, batches: Iterable[dict], max_batches: int = 32, groups=("hidden", "heads", "ffn", "mha", "ffn_layer")
 ) -> dict[str, np.ndarray]:
     """Per-unit ``sum_batches |dL/dz|`` at ``z = 1`` for every structure group (model in eval mode)."""
-    was_training = model.training
-    model.eval()
     gates = attach_gates(model, groups=groups, init_mu=1.0, init_log_sigma2=-30.0)
-    gates.frozen = True  # deterministic multipliers: mu (= 1) on every unit
+    try:
+        scores = gate_taylor_scores(model, gates, batches, max_batches)
+    finally:
+        detach_gates(model)
+    return {name: s.cpu().numpy() for name, s in scores.items()}
+
+
+def gate_taylor_scores(
+    model: PreTrainedModel, gates: VIBGates, batches: Iterable[dict], max_batches: int = 32
+) -> dict[str, torch.Tensor]:
+    """``sum_batches |mu * dL/dmu|`` through gates already attached to ``model``, with their thresholded
+    multipliers (``mu`` on kept units): a first-order Taylor importance of every gated unit at the gates'
+    current values. Model mode, the gates' state and every gradient are restored afterwards; gate groups whose
+    ``mu`` does not train get no score."""
+    was_training, was_frozen = model.training, gates.frozen
+    model.eval()
+    gates.frozen = True
     device = next(model.parameters()).device
-    scores = {name: torch.zeros_like(gate.mu) for name, gate in gates.groups.items()}
+    scored = {name: gate for name, gate in gates.groups.items() if gate.mu.requires_grad}
+    scores = {name: torch.zeros_like(gate.mu) for name, gate in scored.items()}
+    seen = 0
     try:
         for i, batch in enumerate(batches):
             if i >= max_batches:
                 break
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-            for gate in gates.groups.values():
+            for gate in scored.values():
                 gate.mu.grad = None
             loss = model(**batch).loss
+            if loss is None:
+                raise ValueError("Taylor importance needs the task loss: the batches carry no labels.")
             loss.backward()
-            for name, gate in gates.groups.items():
+            for name, gate in scored.items():
                 scores[name] += (gate.mu.grad * gate.mu).abs().detach()
+            seen += 1
     finally:
-        detach_gates(model)
+        gates.frozen = was_frozen
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return {name: s.cpu().numpy() for name, s in scores.items()}
+    if not seen:
+        raise ValueError("Taylor importance got no batches: the dataset is empty.")
+    return scores
 
 
 def taylor_prune(

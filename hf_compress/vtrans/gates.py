@@ -198,3 +198,27 @@ class VIBGates(nn.Module):
     def keep_scores(self) -> dict[str, torch.Tensor]:
         return {name: gate.keep_score() for name, gate in self.groups.items()}
 
+    # -- initialisation from an importance score ------------------------------------------------------
+    @torch.no_grad()
+    def spread_by_importance(self, importance: dict[str, torch.Tensor], spread: float) -> None:
+        """Offset each unit's log-alpha by its importance rank within its group, from ``+spread / 2`` (least
+        important) to ``-spread / 2`` (most), so the mean start is unchanged.
+
+        Gates that all start at one log-alpha must first learn an order from the loss; with frozen weights
+        (Faster-VTrans) that order is most of what the gate phase learns. Starting from a cheap first-order
+        score lets the budget pressure push the least important units over the threshold first. Ranks, not the
+        scores themselves: Taylor scores are heavy-tailed and their scale differs between groups.
+        """
+        for name, scores in importance.items():
+            if name not in self.groups:
+                continue
+            gate = self.groups[name]
+            scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+            if scores.numel() != gate.mu.numel():
+                raise ValueError(f"importance[{name!r}] has {scores.numel()} scores for {gate.mu.numel()} gates.")
+            rank = torch.empty_like(scores)
+            rank[scores.argsort(stable=True)] = torch.arange(scores.numel(), dtype=torch.float32)
+            fraction = rank / max(1, scores.numel() - 1)  # 0: least important
+            offset = (spread * (0.5 - fraction)).reshape(gate.shape).to(gate.mu)
+            (gate.log_alpha_param if gate.relative else gate.log_sigma2).add_(offset)
+
