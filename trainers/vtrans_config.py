@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hf_compress.vtrans.gates import GATE_GROUPS
+
 VARIANTS = ("vtrans", "fast", "faster")
-GATE_GROUPS = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")  # kv_groups: GQA decoders only
 GATE_INITS = ("constant", "taylor")
 _DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.03}
 

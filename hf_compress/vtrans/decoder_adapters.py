@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .gates import GATE_GROUPS
+
 
 @dataclass(frozen=True)
 class DecoderDims:
@@ -49,9 +51,6 @@ class DecoderDims:
         return self.num_heads // self.num_kv_heads
 
 
-EVERY_GATE_GROUP = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")
-
-
 @dataclass(frozen=True)
 class DecoderAdapter:
     """Structure map of a pre-norm decoder LM (``style`` 'llama' or 'gpt2', see PrunedDecoderConfig)."""
@@ -77,8 +76,8 @@ class DecoderAdapter:
     conv1d: bool = False  # projections store their weight as [in, out]
     kind: str = "decoder"
     # what VTransTrainer gates when the user names no groups, weights training or frozen (kv_groups: GQA only)
-    default_gate_groups: tuple[str, ...] = EVERY_GATE_GROUP
-    frozen_weights_gate_groups: tuple[str, ...] = EVERY_GATE_GROUP
+    default_gate_groups: tuple[str, ...] = GATE_GROUPS
+    frozen_weights_gate_groups: tuple[str, ...] = GATE_GROUPS
 
     # -- module lookup -----------------------------------------------------------------------------
     def base_model(self, model: nn.Module) -> nn.Module:

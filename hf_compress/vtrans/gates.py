@@ -223,3 +223,6 @@ class VIBGates(nn.Module):
             offset = (spread * (0.5 - fraction)).reshape(gate.shape).to(gate.mu)
             (gate.log_alpha_param if gate.relative else gate.log_sigma2).add_(offset)
 
+
+#: every gate group name, in VIBGates order (kv_groups: grouped-query attention only)
+GATE_GROUPS: tuple[str, ...] = tuple(VIBGates.GROUPS)

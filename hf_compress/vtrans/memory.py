@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .gates import GATE_GROUPS
+
 GB = 10**9
 GiB = 2**30
 #: CUDA context, cuBLAS workspaces and caching-allocator fragmentation: not in the estimate, kept free by fits().
@@ -50,7 +52,6 @@ GPU_CAPACITIES: dict[str, int] = {
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 0, "sgd_momentum": 1}
 TEACHERS = ("shared", "copy", "none")
 HIDDEN_DISTILL = ("pairwise", "selected", "none")
-ALL_GATE_GROUPS = ("hidden", "heads", "kv_groups", "ffn", "mha", "ffn_layer")
 
 
 # ------------------------------------------------------------------------------------------------ the meta model
@@ -261,7 +262,7 @@ def estimate_memory(
     *,
     teacher: str = "shared",
     hidden_distill: str = "selected",
-    gate_groups: tuple[str, ...] = ALL_GATE_GROUPS,
+    gate_groups: tuple[str, ...] = GATE_GROUPS,
     target_sparsity: float = 0.3,
     finetune: bool = True,
     device: str = "cuda",
@@ -301,9 +302,9 @@ def estimate_memory(
         raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}.")
     if device not in ("cuda", "cpu"):
         raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}.")
-    unknown = set(gate_groups) - set(ALL_GATE_GROUPS)
+    unknown = set(gate_groups) - set(GATE_GROUPS)
     if unknown:
-        raise ValueError(f"Unknown gate groups {sorted(unknown)}; choose from {ALL_GATE_GROUPS}.")
+        raise ValueError(f"Unknown gate groups {sorted(unknown)}; choose from {GATE_GROUPS}.")
 
     model = meta_model(config, dtype)
     arch, adapter = _architecture(model)
