@@ -321,3 +321,48 @@ def test_taylor_gate_init_orders_the_start_by_importance(tmp_path):
     assert report["gate_init"] == "taylor" and report["layer_sparsity"] >= 0.5
     with pytest.raises(ValueError, match="gate_init must be one of"):
         make_args(tmp_path, gate_init="magnitude")
+
+
+@pytest.mark.parametrize("variant, setting, gate_dropout", [
+    ("faster", None, False), ("faster", True, True), ("vtrans", None, True), ("vtrans", False, False),
+])
+def test_gate_phase_dropout_follows_the_variant_and_the_finetune_keeps_its_own(tmp_path, variant, setting, gate_dropout):
+    """Frozen weights (faster): the backbone's dropout is off while the gates train, the gates still sample, and the
+    fine-tune of the pruned model trains with dropout again; gate_phase_dropout overrides the default either way."""
+    student = tiny_bert()
+    for module in student.modules():  # a dropout high enough that a forward pass with it is never the same twice
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    seen: dict[str, list[bool]] = {"hidden": [], "attention": []}
+    layer = student.bert.encoder.layer[1]
+    layer.output.dropout.register_forward_hook(lambda m, i, o: seen["hidden"].append(m.training))
+    layer.attention.self.register_forward_hook(lambda m, i, o: seen["attention"].append(m.training))
+    args = make_args(tmp_path, variant=variant, gate_phase_dropout=setting, num_train_epochs=1, finetune_epochs=0)
+    trainer = VTransTrainer(model=student, teacher_model=tiny_bert(), args=args, train_dataset=toy_dataset(n=32))
+    assert args.effective_gate_phase_dropout is gate_dropout
+
+    gates = get_gates(trainer.model)
+    batch = {k: torch.as_tensor(v) for k, v in toy_dataset(n=8)[:8].items()}
+    trainer.model.train()
+    losses = [trainer.compute_loss(trainer.model, batch).item() for _ in range(2)]
+    assert seen["hidden"][-2:] == [gate_dropout] * 2 and seen["attention"][-2:] == [gate_dropout] * 2
+    assert gates.training and trainer.model.training  # gates keep sampling; the loss still has its pruning terms
+    assert losses[0] != losses[1]  # the gates sample: each pass differs
+    gates.frozen = True  # deterministic gates: two passes now differ only through dropout
+    again = [trainer.compute_loss(trainer.model, batch).item() for _ in range(2)]
+    assert (again[0] != again[1]) is gate_dropout
+    gates.frozen = False
+
+    seen["hidden"].clear()
+    trainer.train()
+    assert seen["hidden"] and all(flag is gate_dropout for flag in seen["hidden"])
+    assert trainer.materialize().config.pruning_report["gate_phase_dropout"] is gate_dropout
+
+    # the fine-tune of the materialized model trains with its dropout, whatever the gate phase did
+    pruned = trainer.materialize()
+    flags: list[bool] = []
+    for module in pruned.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda m, i, o: flags.append(m.training))
+    trainer._finetune(pruned, 1.0)
+    assert flags and all(flags)

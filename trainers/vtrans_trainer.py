@@ -122,6 +122,19 @@ def _no_cache(model) -> dict:
     return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
 
 
+def backbone_dropout_off(model: torch.nn.Module, keep_training: torch.nn.Module) -> None:
+    """Put every submodule of ``model`` in eval mode except ``keep_training`` (the gates, which must keep
+    sampling) and the model object itself, so dropout, however a module implements it (``nn.Dropout``,
+    attention kernels reading their own ``training`` flag), is off for this forward pass. Layers with
+    gradient checkpointing switched on keep their flag: they only read it to decide whether to checkpoint.
+    ``Trainer`` calls ``model.train()`` before every step, which undoes this."""
+    spared = {id(m) for m in keep_training.modules()}
+    for module in model.modules():
+        if module is model or id(module) in spared or getattr(module, "gradient_checkpointing", False) is True:
+            continue
+        module.training = False
+
+
 def _length(dataset) -> int | None:
     """len(dataset), or None for None and for streamed datasets without a length."""
     try:
@@ -331,6 +344,8 @@ class VTransTrainer(DistillationMixin, Trainer):
 
     # -- objective -----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and not self.args.effective_gate_phase_dropout:
+            backbone_dropout_off(model, self._gates)
         need_hidden = self.teacher_model is not None and self.args.distill_hidden_weight > 0
         outputs = model(**inputs, output_hidden_states=need_hidden, **_no_cache(model))
         terms: dict[str, torch.Tensor] = {}
@@ -414,6 +429,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             finetune_data_fraction=self.args.finetune_data_fraction,
             compression_seconds=self.compression_seconds,
             gate_init=self.args.gate_init,
+            gate_phase_dropout=self.args.effective_gate_phase_dropout,
         )
         self.pruned_model = pruned
         self.save_pruned(self.args.output_dir)
