@@ -258,6 +258,8 @@ def test_shared_weights_teacher_is_the_dense_model_and_leaves_the_student_alone(
     ids = torch.randint(0, 500, (2, 16))
     out = student(input_ids=ids, labels=ids, use_cache=False)
     samples = {k: v.detach().clone() for k, v in gates._current.items()}
+    backbone = student.model.layers[0].mlp
+    backbone.training = False  # mixed modes, as under Faster-VTrans (backbone without dropout, gates sampling)
     with torch.no_grad():
         taught = teacher(input_ids=ids, use_cache=False, output_hidden_states=True)
         reference = dense(input_ids=ids, use_cache=False)
@@ -265,6 +267,7 @@ def test_shared_weights_teacher_is_the_dense_model_and_leaves_the_student_alone(
     assert not torch.allclose(out.logits, reference.logits)  # the student itself is gated
     assert all(torch.equal(samples[k], gates._current[k]) for k in samples)  # the recompute will see the same z
     assert student.training and "refresh" not in vars(gates)  # mode and methods restored
+    assert not backbone.training and gates.training  # each module's own mode, not one for all
     out.loss.backward()  # checkpointed recompute after the teacher pass
     assert gates.groups["ffn"].mu.grad.abs().sum() > 0
     with gates_disabled(dense):  # no gates: a no-op

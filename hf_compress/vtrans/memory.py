@@ -561,13 +561,16 @@ class SharedWeightsTeacher(nn.Module):
 
     def forward(self, *args, **kwargs):
         student = self._student
-        was_training = student.training
+        # each module's own flag comes back, not one flag for all: under Faster-VTrans the student's backbone runs
+        # without dropout while its gates sample, and a checkpointed layer's recompute must see that mix again
+        modes = [(module, module.training) for module in student.modules()]
         student.eval()
         try:
             with gates_disabled(student):
                 return student(*args, **kwargs)
         finally:
-            student.train(was_training)
+            for module, training in modes:
+                module.training = training
 
 
 # ------------------------------------------------------------------------------------------------ measurement
