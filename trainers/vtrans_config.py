@@ -130,12 +130,12 @@ class VTransTrainingArguments(TrainingArguments):
     gate_init_batches: int = field(
         default=16, metadata={"help": "gate_init='taylor': training batches the Taylor score is summed over."}
     )
-    gate_phase_dropout: bool | None = field(
-        default=None,
-        metadata={"help": "Keep the model's dropout on while the gates train. Default: on for vtrans / fast (the "
-                  "weights train too), off for faster: with frozen weights dropout only adds noise to the gates' "
-                  "gradient, the gates then learn for the network as it is deployed, and a gate step is about a "
-                  "quarter cheaper on CPU. The fine-tuning phase always keeps its dropout."},
+    gate_phase_dropout: bool = field(
+        default=True,
+        metadata={"help": "Keep the model's dropout on while the gates train. False, for faster (frozen weights, where "
+                  "dropout only adds noise to the gates' gradient), makes a gate step about a quarter cheaper on CPU "
+                  "(MiniLM + SST-2: +0.5 points at 50% over three seeds, -2.0 at 70% over two). The gates keep "
+                  "sampling, and the fine-tuning phase always keeps its dropout."},
     )
     expected_keep_temperature: float = field(
         default=1.0, metadata={"help": "k in the expected-kept estimate sigmoid(-k * log_alpha)."}
@@ -212,10 +212,6 @@ class VTransTrainingArguments(TrainingArguments):
     @property
     def effective_data_fraction(self) -> float:
         return self.data_fraction if self.data_fraction is not None else _DEFAULT_DATA_FRACTION[self.variant]
-
-    @property
-    def effective_gate_phase_dropout(self) -> bool:
-        return self.gate_phase_dropout if self.gate_phase_dropout is not None else self.variant != "faster"
 
     @property
     def effective_finetune_epochs(self) -> float:

@@ -344,7 +344,7 @@ class VTransTrainer(DistillationMixin, Trainer):
 
     # -- objective -----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and not self.args.effective_gate_phase_dropout:
+        if model.training and not self.args.gate_phase_dropout:
             backbone_dropout_off(model, self._gates)
         need_hidden = self.teacher_model is not None and self.args.distill_hidden_weight > 0
         outputs = model(**inputs, output_hidden_states=need_hidden, **_no_cache(model))
@@ -429,7 +429,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             finetune_data_fraction=self.args.finetune_data_fraction,
             compression_seconds=self.compression_seconds,
             gate_init=self.args.gate_init,
-            gate_phase_dropout=self.args.effective_gate_phase_dropout,
+            gate_phase_dropout=self.args.gate_phase_dropout,
         )
         self.pruned_model = pruned
         self.save_pruned(self.args.output_dir)
