@@ -134,7 +134,7 @@ class VTransTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Keep the model's dropout on while the gates train. False, for faster (frozen weights, where "
                   "dropout only adds noise to the gates' gradient), makes a gate step about a quarter cheaper on CPU "
-                  "(MiniLM + SST-2: +0.5 points at 50% over three seeds, -2.0 at 70% over two). The gates keep "
+                  "(MiniLM + SST-2: +0.5 points at sparsity 0.5 over three seeds, -2.0 at 0.7 over two). The gates keep "
                   "sampling, and the fine-tuning phase always keeps its dropout."},
     )
     expected_keep_temperature: float = field(
