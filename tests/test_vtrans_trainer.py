@@ -326,7 +326,7 @@ def test_taylor_gate_init_orders_the_start_by_importance(tmp_path):
 @pytest.mark.parametrize("variant, setting, gate_dropout", [
     ("faster", False, False), ("faster", None, True), ("vtrans", None, True), ("vtrans", False, False),
 ])
-def test_gate_phase_dropout_follows_the_variant_and_the_finetune_keeps_its_own(tmp_path, variant, setting, gate_dropout):
+def test_gate_phase_dropout_off_keeps_the_gates_sampling_and_the_finetune_its_dropout(tmp_path, variant, setting, gate_dropout):
     """gate_phase_dropout=False: the backbone's dropout is off while the gates train (any variant), the gates still
     sample, and the fine-tune of the pruned model trains with dropout again. By default dropout stays on."""
     student = tiny_bert()
@@ -357,10 +357,10 @@ def test_gate_phase_dropout_follows_the_variant_and_the_finetune_keeps_its_own(t
     seen["hidden"].clear()
     trainer.train()
     assert seen["hidden"] and all(flag is gate_dropout for flag in seen["hidden"])
-    assert trainer.materialize().config.pruning_report["gate_phase_dropout"] is gate_dropout
+    pruned = trainer.materialize()
+    assert pruned.config.pruning_report["gate_phase_dropout"] is gate_dropout
 
     # the fine-tune of the materialized model trains with its dropout, whatever the gate phase did
-    pruned = trainer.materialize()
     flags: list[bool] = []
     for module in pruned.modules():
         if isinstance(module, torch.nn.Dropout):
