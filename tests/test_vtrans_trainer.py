@@ -73,8 +73,8 @@ def test_train_prunes_to_budget_and_saves_loadable_model(tmp_path, variant):
     assert report["budget"]["realised"] <= report["budget"]["target"]
     assert report["layer_sparsity"] >= 0.5
     assert report["variant"] == variant and report["compression_seconds"] > 0
-    # the encoder defaults: sub-layer gates only when the weights are frozen
-    expected = ["hidden", "heads", "ffn"] + (["mha", "ffn_layer"] if variant == "faster" else [])
+    # the encoder defaults: sub-layer gates, and no hidden-dimension gates, only when the weights are frozen
+    expected = ["heads", "ffn", "mha", "ffn_layer"] if variant == "faster" else ["hidden", "heads", "ffn"]
     assert report["gate_groups"] == expected
     # the pruned model really is smaller, and loads back with the Auto class
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in teacher.parameters())
@@ -259,8 +259,11 @@ def test_gate_groups_default_to_the_architecture_and_follow_the_user(tmp_path):
     # encoders whose weights train: no scalar gates over whole MHA / FFN sub-layers unless asked for
     trainer = VTransTrainer(model=tiny_bert(), args=make_args(tmp_path), train_dataset=toy_dataset())
     assert set(get_gates(trainer.model).groups) == {"hidden", "heads", "ffn"}
-    # frozen weights (Faster-VTrans): every group
+    # frozen weights (Faster-VTrans): the sub-layer gates, and the hidden dimension kept whole
     trainer = VTransTrainer(model=tiny_bert(), args=make_args(tmp_path, variant="faster"), train_dataset=toy_dataset())
+    assert set(get_gates(trainer.model).groups) == {"heads", "ffn", "mha", "ffn_layer"}
+    chosen = make_args(tmp_path, variant="faster", gate_groups=["hidden", "heads", "ffn", "mha", "ffn_layer"])
+    trainer = VTransTrainer(model=tiny_bert(), args=chosen, train_dataset=toy_dataset())
     assert set(get_gates(trainer.model).groups) == {"hidden", "heads", "ffn", "mha", "ffn_layer"}
     chosen = make_args(tmp_path, gate_groups=["heads", "ffn", "mha", "ffn_layer"])
     trainer = VTransTrainer(model=tiny_bert(), args=chosen, train_dataset=toy_dataset())

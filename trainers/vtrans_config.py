@@ -91,7 +91,8 @@ class VTransTrainingArguments(TrainingArguments):
         metadata={"help": f"Structures to prune, any of {', '.join(GATE_GROUPS)}. Default: the architecture's "
                   "own choice - encoders hidden, heads, ffn while the weights train (the whole-sub-layer gates mha / "
                   "ffn_layer cost accuracy there on MiniLM + SST-2; a sub-layer still goes when all its units do) and "
-                  "all of them for variant='faster' (frozen weights); decoders all of them."},
+                  "heads, ffn, mha, ffn_layer for variant='faster' (frozen weights, which cope badly with a narrower "
+                  "hidden size); decoders all of them."},
     )
     gate_learning_rate: float | None = field(
         default=None,
