@@ -53,6 +53,52 @@ def test_cached_rows_match_the_teacher_under_any_padding_and_batch_order():
     assert cache.lookup(padded_batch([rows[0], [20, 21]], 4)) is None and cache.misses == 2
 
 
+def test_a_partly_cached_batch_runs_the_teacher_on_its_new_rows_only():
+    teacher = tiny_bert().eval()
+    rows = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16], [17, 18, 19]]
+    cache = TeacherOutputCache(max_bytes=2**20)
+    seen = []
+
+    def compute(batch):
+        seen.append(batch["input_ids"].shape[0])
+        return teacher_out(teacher, batch)
+
+    cache.fetch(padded_batch(rows[:2], 6), compute)
+    assert seen == [2] and cache.misses == 1 and cache.partial == 0
+    mixed = padded_batch([rows[2], rows[0], rows[3], rows[1]], 7)  # two cached rows, two new ones
+    got = cache.fetch(mixed, compute)
+    assert seen == [2, 2] and cache.misses == 2 and cache.partial == 1 and len(cache.entries) == 4
+    fresh = teacher_out(teacher, mixed)
+    real = mixed["attention_mask"].bool()
+    torch.testing.assert_close(got.logits, fresh.logits, rtol=1e-5, atol=1e-5)
+    for cached_layer, fresh_layer in zip(got.hidden_states[1:], fresh.hidden_states[1:]):
+        torch.testing.assert_close(cached_layer[real], fresh_layer[real], rtol=1e-5, atol=1e-5)
+    cache.fetch(padded_batch(rows[::-1], 6), compute)
+    assert seen == [2, 2] and cache.hits == 1
+    # [1, T] position ids are shared by every row, so they go to the teacher whole with the selected rows
+    shifted = {**padded_batch([rows[0], [20, 21]], 4), "position_ids": torch.arange(4).unsqueeze(0)}
+    got = cache.fetch(shifted, compute)
+    assert seen[-1] == 2  # rows[0] at explicit positions is another key: both rows are new
+    torch.testing.assert_close(got.logits, teacher_out(teacher, shifted).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_new_rows_that_do_not_fit_switch_the_cache_off_and_the_whole_batch_goes_to_the_teacher():
+    teacher = tiny_bert().eval()
+    one_row = 4 * (2 + 3 * 3 * 32)  # 2 logits + 3 layers x 3 tokens x 32 dims, float32
+    cache = TeacherOutputCache(max_bytes=one_row + 100)
+    cache.fetch(padded_batch([[5, 6, 7]], 3), lambda batch: teacher_out(teacher, batch))
+    seen = []
+
+    def compute(batch):
+        seen.append(batch["input_ids"].shape[0])
+        return teacher_out(teacher, batch)
+
+    mixed = padded_batch([[5, 6, 7], [8, 9, 10]], 3)
+    got = cache.fetch(mixed, compute)
+    assert seen == [1, 2] and not cache.enabled
+    torch.testing.assert_close(got.logits, teacher_out(teacher, mixed).logits)
+
+
 def test_per_token_logits_of_decoders_are_cached_at_real_positions():
     torch.manual_seed(0)
     teacher = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32)).eval()

@@ -10,7 +10,8 @@ Examples are keyed by their real tokens (ids, token types and positions of the u
 does not depend on the batch's padding length or on which batch an example lands in. Only real-token
 positions are kept; padding positions come back as zeros, which every distillation term masks out. When the
 cache would outgrow its memory limit it is emptied and switched off for the rest of the run: with shuffled
-batches a partial cache almost never serves a whole batch, so it would hold memory for nothing.
+batches a partial cache almost never serves a whole batch, so it would hold memory for nothing. A batch that mixes
+cached and new examples (a fine-tune slice larger than the pruning slice) runs the teacher on its new rows only.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TeacherOutputCache:
         self.bytes = 0
         self.hits = 0  # batches served from the cache
         self.misses = 0  # batches the teacher ran on
+        self.partial = 0  # of those, batches where it ran on the uncached rows only
 
     # -- keys -----------------------------------------------------------------------------------------
     def _keys(self, inputs: dict) -> tuple[list[bytes], torch.Tensor] | None:
@@ -67,15 +69,45 @@ class TeacherOutputCache:
 
     # -- lookup / store ---------------------------------------------------------------------------------
     def fetch(self, inputs: dict, compute):
-        """The batch's teacher output from the cache, else ``compute()``'s, stored for next time (keys made once)."""
+        """The batch's teacher output: cached rows from the cache, the others from ``compute(rows_inputs)``.
+
+        When only some rows are new (a fine-tune slice larger than the pruning slice mixes cached and new examples
+        in nearly every batch), the teacher runs on the new rows alone and the batch is assembled from the cache.
+        """
         keyed = self._keys(inputs) if self.enabled else None
-        cached = None if keyed is None else self._lookup(*keyed)
-        if cached is not None:
-            return cached
-        outputs = compute()
-        if keyed is not None:
-            self._store(*keyed, outputs)
-        return outputs
+        if keyed is None:
+            return compute(inputs)
+        keys, mask = keyed
+        missing = [b for b, key in enumerate(keys) if key not in self.entries]
+        if not missing:
+            self.hits += 1
+            return self._assemble([self.entries[k] for k in keys], mask)
+        self.misses += 1
+        rows_inputs = self._select_rows(inputs, missing, len(keys))
+        if rows_inputs is None or len(missing) == len(keys):
+            outputs = compute(inputs)
+            self._store(keys, mask, outputs)
+            return outputs
+        self.partial += 1
+        outputs = compute(rows_inputs)
+        self._store([keys[b] for b in missing], mask[missing], outputs)
+        if not self.enabled:  # the new rows did not fit: switched off, so the whole batch goes to the teacher
+            return compute(inputs)
+        return self._assemble([self.entries[k] for k in keys], mask)
+
+    @staticmethod
+    def _select_rows(inputs: dict, rows: list[int], batch_size: int) -> dict | None:
+        """The inputs of some rows of the batch (batch-broadcast tensors such as [1, T] positions kept whole)."""
+        index = torch.tensor(rows)
+        selected = {}
+        for name, value in inputs.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch_size:
+                selected[name] = value.index_select(0, index.to(value.device))
+            elif torch.is_tensor(value) and value.dim() > 0 and value.shape[0] != 1:
+                return None  # a tensor whose first axis is not the batch: run the whole batch
+            else:
+                selected[name] = value
+        return selected
 
     def lookup(self, inputs: dict):
         """The batch's teacher output rebuilt from the cache, or None when any row is missing."""
@@ -161,4 +193,5 @@ class TeacherOutputCache:
     def stats(self) -> dict[str, float | bool]:
         return {"teacher_cache_examples": len(self.entries), "teacher_cache_mb": round(self.bytes / 2**20, 1),
                 "teacher_cache_batch_hits": self.hits, "teacher_cache_batch_misses": self.misses,
+                "teacher_cache_batch_partial": self.partial,
                 "teacher_cache_enabled": self.enabled}

@@ -173,11 +173,13 @@ class DistillationMixin:
     def _teacher_outputs(self, inputs: dict) -> object:
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
 
-        def run_teacher():
+        def run_teacher(batch: dict):
             with torch.no_grad():
-                return self.teacher_model(**teacher_inputs, **_no_cache(self.teacher_model), output_hidden_states=True)
+                return self.teacher_model(**batch, **_no_cache(self.teacher_model), output_hidden_states=True)
 
-        return run_teacher() if self.teacher_cache is None else self.teacher_cache.fetch(teacher_inputs, run_teacher)
+        if self.teacher_cache is None:
+            return run_teacher(teacher_inputs)
+        return self.teacher_cache.fetch(teacher_inputs, run_teacher)
 
     def distillation_terms(
         self,
