@@ -76,9 +76,11 @@ def test_a_partly_cached_batch_runs_the_teacher_on_its_new_rows_only():
     cache.fetch(padded_batch(rows[::-1], 6), compute)
     assert seen == [2, 2] and cache.hits == 1
     # [1, T] position ids are shared by every row, so they go to the teacher whole with the selected rows
-    shifted = {**padded_batch([rows[0], [20, 21]], 4), "position_ids": torch.arange(4).unsqueeze(0)}
+    positions = {"position_ids": torch.arange(4).unsqueeze(0)}  # explicit positions: other keys than above
+    cache.fetch({**padded_batch([rows[0]], 4), **positions}, compute)
+    shifted = {**padded_batch([rows[0], [20, 21]], 4), **positions}
     got = cache.fetch(shifted, compute)
-    assert seen[-1] == 2  # rows[0] at explicit positions is another key: both rows are new
+    assert seen[-2:] == [1, 1] and cache.partial == 2  # rows[0] is cached with these positions: one new row
     torch.testing.assert_close(got.logits, teacher_out(teacher, shifted).logits, rtol=1e-5, atol=1e-5)
 
 

@@ -83,8 +83,8 @@ class TeacherOutputCache:
             self.hits += 1
             return self._assemble([self.entries[k] for k in keys], mask)
         self.misses += 1
-        rows_inputs = self._select_rows(inputs, missing, len(keys))
-        if rows_inputs is None or len(missing) == len(keys):
+        rows_inputs = None if len(missing) == len(keys) else self._select_rows(inputs, missing, len(keys))
+        if rows_inputs is None:
             outputs = compute(inputs)
             self._store(keys, mask, outputs)
             return outputs
