@@ -47,3 +47,5 @@ if trainer.is_world_process_zero():
     reloaded = AutoModelForSequenceClassification.from_pretrained("outputs/example-pruned")
     print(f"dense  accuracy {accuracy(teacher, test, collator):.4f}, params {teacher.num_parameters():,}")
     print(f"pruned accuracy {accuracy(reloaded, test, collator):.4f}, params {reloaded.num_parameters():,}")
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()   # under `accelerate launch`, all processes leave together

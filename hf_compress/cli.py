@@ -254,6 +254,17 @@ def run_probe(argv: list[str]) -> int:
     return 0
 
 
+def _leave_process_group(wait: bool) -> None:
+    """Under ``accelerate launch``, end the run together: a worker that exits while another is still saving
+    tears its gloo threads down mid-connection and aborts (SIGABRT), failing the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:  # not after an error: the other processes may never reach the barrier
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -266,34 +277,43 @@ def main(argv: list[str] | None = None) -> int:
     import hf_compress  # noqa: F401  (registers the Auto classes)
     from hf_compress.hub import HubError
 
+    finished = False
     try:
-        if argv[0] == "push":
-            return run_push(argv[1:])
-        if argv[0] == "pull":
-            return run_pull(argv[1:])
-        if argv[0] == "probe":
-            return run_probe(argv[1:])
-        if argv[0] == "nas":
-            from .nas.cli import run_nas
-
-            return run_nas(argv[1:])
-        if argv[0] == "export":
-            from .nas.export import main as export_main
-
-            return export_main(argv[1:])
-        if argv[0] == "ramen":
-            from .ramen.cli import print_summary, run_ramen
-
-            print_summary(run_ramen(argv[1:]))
-            return 0
-        script, args = parse_vtrans_args(argv[1:])
-        _print_summary(run_vtrans(script, args))
+        code = _dispatch(argv[0], argv[1:])
+        finished = True
+        return code
     except (FileNotFoundError, ValueError) as err:  # bad input: say what and how to fix, no traceback
         print(f"hf-compress {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     except HubError as err:  # the Hub or the network failed (or the folder to push is unfit): the same, one line
         print(f"hf-compress {argv[0]}: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        _leave_process_group(wait=finished)
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    if command == "push":
+        return run_push(argv)
+    if command == "pull":
+        return run_pull(argv)
+    if command == "probe":
+        return run_probe(argv)
+    if command == "nas":
+        from .nas.cli import run_nas
+
+        return run_nas(argv)
+    if command == "export":
+        from .nas.export import main as export_main
+
+        return export_main(argv)
+    if command == "ramen":
+        from .ramen.cli import print_summary, run_ramen
+
+        print_summary(run_ramen(argv))
+        return 0
+    script, args = parse_vtrans_args(argv)
+    _print_summary(run_vtrans(script, args))
     return 0
 
 

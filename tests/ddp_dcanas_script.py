@@ -35,3 +35,6 @@ summary = {
 trainer.save_model(out)
 with open(os.path.join(out, f"rank{trainer.args.process_index}.json"), "w") as handle:
     json.dump(summary, handle)
+# leave the process group together: a worker exiting while another still saves can abort (SIGABRT) in gloo
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()

@@ -46,3 +46,6 @@ summary = {
 }
 with open(f"{out}/rank{rank}.json", "w") as handle:
     json.dump(summary, handle)
+# leave the process group together: a worker exiting while another still saves can abort (SIGABRT) in gloo
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
