@@ -147,3 +147,31 @@ def test_module_vtrans_help_subprocess():
     assert "--target_sparsity" in result.stdout
     assert "--target_params" in result.stdout and "--target_flops" in result.stdout
     assert "hf-compress vtrans" in result.stdout
+
+
+_PROCESS_GROUP_SCRIPT = """
+import socket, sys
+import torch.distributed as dist
+import hf_compress.cli as cli
+
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+def dispatch(command, argv):
+    if sys.argv[1] == "fail":
+        raise ValueError("bad input")
+    return 0
+cli._dispatch = dispatch
+code = cli.main(["vtrans"])
+print(code, dist.is_initialized())
+"""
+
+
+@pytest.mark.parametrize("outcome, code", [("ok", "0"), ("fail", "2")])
+def test_main_leaves_the_process_group_on_success_and_on_error(outcome, code):
+    """Under ``accelerate launch`` the CLI destroys the gloo group before exit, so no worker tears it down mid-run."""
+    done = subprocess.run([sys.executable, "-c", _PROCESS_GROUP_SCRIPT, outcome], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == [code, "False"]
