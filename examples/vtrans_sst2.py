@@ -14,6 +14,7 @@ from hf_compress.evaluation import accuracy
 from trainers import VTransTrainer, VTransTrainingArguments
 
 torch.manual_seed(0)
+on_cpu = not torch.cuda.is_available()  # under `accelerate launch` without GPUs, use_cpu=True makes it DDP over gloo
 tokenizer = AutoTokenizer.from_pretrained(minilm_path())
 collator = DataCollatorWithPadding(tokenizer)
 train = tokenize(load_sst2("train").shuffle(seed=0).select(range(4000)), tokenizer)
@@ -24,7 +25,7 @@ teacher = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_
 teacher_trainer = Trainer(
     model=teacher,
     args=TrainingArguments("outputs/example-teacher", per_device_train_batch_size=32, learning_rate=1e-4,
-                           num_train_epochs=1, save_strategy="no", report_to=[]),
+                           num_train_epochs=1, save_strategy="no", report_to=[], use_cpu=on_cpu),
     train_dataset=train, data_collator=collator,
 )
 teacher_trainer.train()
@@ -35,7 +36,7 @@ teacher_trainer.accelerator.wait_for_everyone()
 student = AutoModelForSequenceClassification.from_pretrained("outputs/example-teacher")
 args = VTransTrainingArguments(
     output_dir="outputs/example-pruned", target_sparsity=0.5, variant="faster", data_fraction=0.5,
-    per_device_train_batch_size=32, num_train_epochs=2, save_strategy="no", report_to=[],
+    per_device_train_batch_size=32, num_train_epochs=2, save_strategy="no", report_to=[], use_cpu=on_cpu,
 )
 trainer = VTransTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=test,
                         data_collator=collator, processing_class=tokenizer)
