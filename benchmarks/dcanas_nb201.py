@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dcanas_fill_pt: held-out images scored per op")
     parser.add_argument("--latency_fit", action="store_true",
                         help="latency: derive with latency_fit (measure candidates here, rescale the table budget)")
+    parser.add_argument("--latency_overshoot", type=float, default=0.0,
+                        help="latency_fit: how far over the budget (fraction) the fit may land when nothing lands "
+                             "within 10%% under it (0: the budget is a ceiling)")
     parser.add_argument("--smoke", action="store_true", help="tiny run: a few steps, one seed, one ratio")
     return parser
 
@@ -539,6 +542,7 @@ def main() -> None:
             "random": {"steps_per_arch": args.random_steps_per_arch, "ranked_by": "held-out accuracy (1000 images)",
                        "wall_time": "same as the paired DCA-NAS search"},
             "nb201_metric": METRIC, "threads": args.threads, "device": device_fingerprint(args.threads),
+            "latency_fit": {"enabled": args.latency_fit, "overshoot": args.latency_overshoot},
             "smoke": args.smoke,
         },
         "runs": [],
@@ -695,7 +699,8 @@ def main() -> None:
             budget = max(lo * 1.01, ratio * hi)
             spec = base_search(seeds[0], budget=budget, budget_type="latency", latency_table=table_path,
                                lug=lat_lug_path if VARIANTS[variants[0]]["lug"] else None,
-                               latency_fit=args.latency_fit, latency_fit_repeats=30 if args.smoke else 100)
+                               latency_fit=args.latency_fit, latency_fit_repeats=30 if args.smoke else 100,
+                               latency_overshoot=args.latency_overshoot)
             spec.update(measure_latency=True, latency_repeats=30 if args.smoke else 100,
                         latency_rounds=3 if args.latency_fit else 1)
             res = run_child(spec, args.threads)

@@ -548,6 +548,41 @@ def test_latency_fit_corrects_a_table_that_misjudges_the_device(scale, offset):
     assert json.loads(json.dumps(fit.to_dict()))["trials"][0]["measured_over_budget"] > 1.0 or scale < 1
 
 
+def test_latency_fit_overshoot_takes_a_close_network_over_the_budget_when_none_lands_under(tmp_path, caplog):
+    """A device with no network between 0.85 and 1.02 of the budget: as a ceiling (the default) the fit keeps a
+    network under the budget and says it is outside the window; with ``overshoot=0.1`` it returns the fastest
+    network measured at most 8% over (10% less the margin) and warns with the figure."""
+    from hf_compress.nas.latency_fit import fit_measured_latency
+
+    model = CostModel.for_space("nb201", "params")
+    probs = _alpha_probs(0)
+    raw = genotype_from_probs("nb201", probs, exclude_none=True)
+    budget = model.budget_from_ratio(0.5)
+
+    def device(genotype) -> float:
+        x = model.derived(genotype) / budget
+        if 0.85 < x < 1.0:  # the gap: these networks run a little over the budget on this device
+            x = 1.02 + 0.3 * (x - 0.85)
+        elif x >= 1.0:
+            x += 0.07
+        return x * budget
+
+    ceiling = fit_measured_latency(model, raw, probs, budget, device, max_rounds=8)
+    assert ceiling.measured_ms <= 0.85 * budget and not ceiling.within_tolerance
+    measured = [t["measured_ms"] for t in ceiling.trials if "measured_ms" in t]
+    assert any(budget < m <= 1.08 * budget for m in measured)  # the fit saw close networks over the budget
+    with caplog.at_level("WARNING"):
+        target = fit_measured_latency(model, raw, probs, budget, device, max_rounds=8, overshoot=0.1)
+    over = [t["measured_ms"] for t in target.trials if "measured_ms" in t and budget < t["measured_ms"] <= 1.08 * budget]
+    assert target.within_tolerance and target.measured_ms == min(over)
+    assert target.measured_ms == pytest.approx(device(target.genotype))
+    assert "over it" in caplog.text and f"{target.measured_ms:.3f} ms" in caplog.text
+    with pytest.raises(ValueError, match="overshoot"):
+        fit_measured_latency(model, raw, probs, budget, device, overshoot=1.5)
+    with pytest.raises(ValueError, match="latency_overshoot must be in"):
+        tiny_args(tmp_path, latency_overshoot=-0.1)
+
+
 def test_latency_fit_falls_back_when_the_device_is_too_slow(caplog):
     from hf_compress.nas.latency_fit import fit_measured_latency
 
@@ -791,11 +826,12 @@ def test_cli_derive_latency_fit_on_the_device(tmp_path, capsys):
     capsys.readouterr()
     assert run_nas(["derive", str(out), "--latency_fit", "--latency_table", path, "--budget_ms",
                     str(lo + 0.6 * (hi - lo)), "--latency_fit_rounds", "2", "--latency_fit_repeats", "5",
-                    "--output_dir", str(tmp_path / "fitted")]) == 0
+                    "--latency_overshoot", "0.05", "--output_dir", str(tmp_path / "fitted")]) == 0
     assert "latency fit: measured" in capsys.readouterr().out
     saved = json.loads((tmp_path / "fitted" / "search_results.json").read_text())
     fit = saved["extra"]["latency_fit"]
     assert saved["genotype"] == fit["genotype"] and fit["trials"][0]["measured_ms"] > 0
+    assert fit["overshoot"] == 0.05 and fit["tolerance"] == 0.1
     model = DCANASForImageClassification.from_pretrained(tmp_path / "fitted")
     assert model.config.genotype == fit["genotype"] and sum(p.numel() for p in model.parameters()) == saved["params"]
     # a params search has no latency budget of its own, and the table must come from somewhere

@@ -106,6 +106,12 @@ class DCANASTrainingArguments(TrainingArguments):
     latency_tolerance: float = field(
         default=0.1, metadata={"help": "latency_fit: how far under the budget a measured latency may be (fraction)."}
     )
+    latency_overshoot: float = field(
+        default=0.0,
+        metadata={"help": "latency_fit: how far over the budget (fraction) a measured latency may be when no "
+                  "candidate lands within latency_tolerance under it (0: the budget is a ceiling; 0.1: a target "
+                  "to within 10% either side). Over-budget answers are logged with a warning."},
+    )
     latency_fit_rounds: int = field(default=10, metadata={"help": "latency_fit: most candidates measured."})
     latency_fit_repeats: int = field(
         default=100, metadata={"help": "latency_fit: timed runs per candidate (median, best of 3 rounds)."}
@@ -223,6 +229,9 @@ class DCANASTrainingArguments(TrainingArguments):
             )
         if not 0.0 < self.latency_tolerance < 1.0:
             raise ValueError(f"latency_tolerance must be in (0, 1), got {self.latency_tolerance}.")
+        if not 0.0 <= self.latency_overshoot < 1.0:
+            raise ValueError(f"latency_overshoot must be in [0, 1) (a fraction of the budget, e.g. 0.1), got "
+                             f"{self.latency_overshoot}.")
         if self.latency_fit_rounds < 1 or self.latency_fit_repeats < 1:
             raise ValueError("latency_fit_rounds and latency_fit_repeats must be >= 1.")
         if self.budget_mode not in ("upper", "target"):

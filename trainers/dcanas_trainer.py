@@ -364,7 +364,8 @@ class DCANASTrainer(Trainer):
         reports the raw one and the moves); with ``args.fill_budget`` a genotype under the budget is then moved
         to costlier ops while it still fits (``fill_moves``). With ``args.latency_fit`` the candidate is measured
         on this device and the table budget corrected until the measured latency is within
-        ``latency_tolerance`` under the budget (``hf_compress.nas.latency_fit``)."""
+        ``latency_tolerance`` under the budget, or at most ``latency_overshoot`` over it when nothing lands under
+        (``hf_compress.nas.latency_fit``)."""
         enforce = self.args.enforce_budget if enforce_budget is None else enforce_budget
         supernet = self.supernet
         if self.args.derivation == "perturbation":
@@ -449,7 +450,7 @@ class DCANASTrainer(Trainer):
                                    args.latency_fit_repeats, self.latency_table.fingerprint.get("threads", 1))
         fit = fit_measured_latency(self.cost_model, raw, probs, self.device_budget, measure,
                                    tolerance=args.latency_tolerance, max_rounds=args.latency_fit_rounds,
-                                   fill=args.fill_budget)
+                                   fill=args.fill_budget, overshoot=args.latency_overshoot)
         self._fit_cache = (key, fit)
         return fit
 

@@ -175,6 +175,9 @@ def cmd_derive(argv: list[str]) -> int:
     parser.add_argument("--budget_ms", type=float, default=None,
                         help="latency budget in ms (default: the search's, when it was a latency search)")
     parser.add_argument("--latency_tolerance", type=float, default=0.1)
+    parser.add_argument("--latency_overshoot", type=float, default=0.0,
+                        help="how far over the budget (fraction) the fit may land when no candidate is within "
+                             "--latency_tolerance under it (default 0: the budget is a ceiling)")
     parser.add_argument("--latency_fit_rounds", type=int, default=10)
     parser.add_argument("--latency_fit_repeats", type=int, default=100)
     ns = parser.parse_args(argv)
@@ -194,7 +197,8 @@ def cmd_derive(argv: list[str]) -> int:
                   "--raw or resizing options.", file=sys.stderr)
             return 2
         fit = fit_search_result(result, table, ns.budget_ms, tolerance=ns.latency_tolerance,
-                                max_rounds=ns.latency_fit_rounds, repeats=ns.latency_fit_repeats)
+                                max_rounds=ns.latency_fit_rounds, repeats=ns.latency_fit_repeats,
+                                overshoot=ns.latency_overshoot)
         genotype = str(fit.genotype)
         budget = ns.budget_ms if ns.budget_ms is not None else result.device_budget
         _record_fit(result, fit, budget)

@@ -38,12 +38,15 @@ class LatencyFit:
     genotype: object
     measured_ms: float
     estimated_ms: float
-    within_tolerance: bool
+    within_tolerance: bool  # measured in [(1 - tolerance) x budget, (1 + overshoot) x budget]
     trials: list[dict] = field(default_factory=list)
+    tolerance: float = 0.1
+    overshoot: float = 0.0
 
     def to_dict(self) -> dict:
         return {"genotype": str(self.genotype), "measured_ms": self.measured_ms, "estimated_ms": self.estimated_ms,
-                "within_tolerance": self.within_tolerance, "trials": self.trials}
+                "within_tolerance": self.within_tolerance, "tolerance": self.tolerance, "overshoot": self.overshoot,
+                "trials": self.trials}
 
 
 def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget: float, fill: bool = True):
@@ -137,6 +140,7 @@ def fit_measured_latency(
     margin: float | None = None,
     explore_edits: bool = True,
     learn_device: bool = True,
+    overshoot: float = 0.0,
 ) -> LatencyFit:
     """Derive, measure, rescale the table budget, repeat, until a candidate's measured latency lies in the
     inner window ``[(1 - tolerance + margin) * budget_ms, (1 - margin) * budget_ms]`` or ``max_rounds``
@@ -148,8 +152,12 @@ def fit_measured_latency(
     too-fast / too-slow candidates (module docstring); ``learn_device``: predict those cells with the op costs
     learnt from every network measured so far (:class:`DeviceCorrection`) rather than the parent's ratio.
     ``measure(genotype) -> ms`` runs the whole network on the device. Returns the first candidate inside the
-    inner window; otherwise the one measured under the budget closest to the window's middle; otherwise (every
-    candidate over it) the fastest one, with a warning.
+    inner window; otherwise the one measured under the budget closest to the window's middle if it is within
+    ``tolerance``; otherwise, with ``overshoot > 0``, the fastest one measured over the budget by at most
+    ``overshoot - margin`` (a budget treated as a target rather than a ceiling: on a device whose networks jump
+    from 0.8 to 1.02 of the budget between neighbouring cells, 1.02 is the closer answer), with a warning;
+    otherwise the one under the budget closest to the window, or (every candidate over it) the fastest one,
+    with a warning.
     """
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance}.")
@@ -158,6 +166,8 @@ def fit_measured_latency(
     margin = tolerance / 5.0 if margin is None else float(margin)
     if not 0.0 <= margin < tolerance / 2.0:
         raise ValueError(f"margin must be in [0, tolerance / 2), got {margin}.")
+    if not 0.0 <= overshoot < 1.0:
+        raise ValueError(f"overshoot must be in [0, 1), got {overshoot}.")
     low, aim = (1.0 - tolerance) * budget_ms, (1.0 - tolerance / 2.0) * budget_ms
     inner_low, inner_high = low + margin * budget_ms, (1.0 - margin) * budget_ms
     lo_cost, hi_cost = cost_model.feasible_range()
@@ -216,7 +226,7 @@ def fit_measured_latency(
             logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms "
                         "(budget %.3f)", step, source, table_budget, estimate, ms, budget_ms)
             if inner_low <= ms <= inner_high:
-                return LatencyFit(genotype, ms, estimate, True, trials)
+                return LatencyFit(genotype, ms, estimate, True, trials, tolerance, overshoot)
         if source == "edit" or bracket_closed:
             continue
         if ms < inner_low:
@@ -236,16 +246,23 @@ def fit_measured_latency(
             table_budget = min(max(table_budget * (1.03 if ms < inner_low else 0.97), lo_cost), hi_cost)
     rows = [t for t in trials if "measured_ms" in t]
     under = [t for t in rows if t["measured_ms"] <= budget_ms]
-    best = (min(under, key=lambda t: abs(t["measured_ms"] - aim)) if under
-            else min(rows, key=lambda t: t["measured_ms"]))
-    if not under:
+    over_ok = [t for t in rows if budget_ms < t["measured_ms"] <= (1.0 + overshoot - margin) * budget_ms]
+    best = min(under, key=lambda t: abs(t["measured_ms"] - aim)) if under else None
+    if (best is None or best["measured_ms"] < low) and overshoot > 0.0 and over_ok:
+        best = min(over_ok, key=lambda t: t["measured_ms"])
+        logger.warning("No candidate measured within %.0f%% under the latency budget %.3f ms; returning one "
+                       "measured %.1f%% over it (%.3f ms), inside the allowed overshoot of %.0f%%.",
+                       100 * tolerance, budget_ms, 100 * (best["measured_ms"] / budget_ms - 1), best["measured_ms"],
+                       100 * overshoot)
+    elif best is None:
+        best = min(rows, key=lambda t: t["measured_ms"])
         logger.warning("No candidate measured under the latency budget %.3f ms (fastest %.3f ms): the budget is "
                        "below what this device runs the space's networks in; returning the fastest.",
                        budget_ms, best["measured_ms"])
     from .spaces import parse_genotype
 
     return LatencyFit(parse_genotype(best["genotype"], cost_model.space), best["measured_ms"], best["estimated_ms"],
-                      low <= best["measured_ms"] <= budget_ms, trials)
+                      low <= best["measured_ms"] <= (1.0 + overshoot) * budget_ms, trials, tolerance, overshoot)
 
 
 def require_this_device(table, source: str = "The latency table") -> None:
@@ -283,6 +300,7 @@ def fit_search_result(
     max_rounds: int = 10,
     repeats: int = 100,
     fill: bool = True,
+    overshoot: float = 0.0,
 ) -> LatencyFit:
     """Fit a finished search (``SearchResult``, e.g. loaded from ``search_results.json``) to a latency budget
     on *this* device: its saved alpha ranks the moves, ``latency_table`` (a path or ``LatencyTable`` measured
@@ -319,4 +337,5 @@ def fit_search_result(
 
     raw = parse_genotype(result.raw_genotype, cost_model.space)
     measure = network_measurer(result.search_space, network, backend, repeats, table.fingerprint.get("threads", 1))
-    return fit_measured_latency(cost_model, raw, probs, budget_ms, measure, tolerance, max_rounds, fill)
+    return fit_measured_latency(cost_model, raw, probs, budget_ms, measure, tolerance, max_rounds, fill,
+                                overshoot=overshoot)
