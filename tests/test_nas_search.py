@@ -827,11 +827,18 @@ def test_cli_derive_latency_fit_on_the_device(tmp_path, capsys):
     assert run_nas(["derive", str(out), "--latency_fit", "--latency_table", path, "--budget_ms",
                     str(lo + 0.6 * (hi - lo)), "--latency_fit_rounds", "2", "--latency_fit_repeats", "5",
                     "--latency_overshoot", "0.05", "--output_dir", str(tmp_path / "fitted")]) == 0
-    assert "latency fit: measured" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "latency fit: measured" in printed
     saved = json.loads((tmp_path / "fitted" / "search_results.json").read_text())
     fit = saved["extra"]["latency_fit"]
     assert saved["genotype"] == fit["genotype"] and fit["trials"][0]["measured_ms"] > 0
     assert fit["overshoot"] == 0.05 and fit["tolerance"] == 0.1
+    assert f"({fit['measured_ms'] / fit['budget_ms']:.3f} x; table estimate" in printed
+    from hf_compress.nas.cli import _summary_lines
+    from hf_compress.nas.search import SearchResult
+
+    summary = "\n".join(_summary_lines(SearchResult.load(tmp_path / "fitted")))
+    assert f"{fit['measured_ms'] / fit['budget_ms']:.3f} x the budget" in summary
     model = DCANASForImageClassification.from_pretrained(tmp_path / "fitted")
     assert model.config.genotype == fit["genotype"] and sum(p.numel() for p in model.parameters()) == saved["params"]
     # a params search has no latency budget of its own, and the table must come from somewhere

@@ -110,9 +110,11 @@ def _summary_lines(result) -> list[str]:
         )
     fit = result.extra.get("latency_fit")
     if fit:
-        lines.append(f"  measured {fit['measured_ms']:.3f} ms on this device (table estimate {fit['estimated_ms']:.3f} ms; "
-                     f"{sum('measured_ms' in t for t in fit['trials'])} candidates measured, in window: "
-                     f"{fit['within_tolerance']})")
+        budget_ms = fit.get("budget_ms", result.device_budget if result.metric == "latency" else None)
+        share = f", {fit['measured_ms'] / budget_ms:.3f} x the budget" if budget_ms else ""
+        lines.append(f"  measured {fit['measured_ms']:.3f} ms on this device{share} (table estimate "
+                     f"{fit['estimated_ms']:.3f} ms; {sum('measured_ms' in t for t in fit['trials'])} candidates "
+                     f"measured, in window: {fit['within_tolerance']})")
     lines.append(f"  params {result.params:,}   MACs {result.macs:,}   lambda {result.lambda_}   alpha entropy "
                  f"{result.alpha_entropy:.3f}")
     lines.append(f"  search {result.wall_time_s:.1f} s, {result.steps} steps, peak RSS {result.peak_rss_mb:.0f} MiB")
@@ -203,7 +205,7 @@ def cmd_derive(argv: list[str]) -> int:
         budget = ns.budget_ms if ns.budget_ms is not None else result.device_budget
         _record_fit(result, fit, budget)
         print(f"latency fit: measured {fit.measured_ms:.3f} ms for a {budget:.3f} ms budget "
-              f"(table estimate {fit.estimated_ms:.3f} ms, "
+              f"({fit.measured_ms / budget:.3f} x; table estimate {fit.estimated_ms:.3f} ms, "
               f"{sum('measured_ms' in t for t in fit.trials)} candidates measured, in window: {fit.within_tolerance})")
     genotype, config = derive(
         result, ns.output_dir, genotype, init_channels=ns.init_channels, cells_per_stage=ns.cells_per_stage,
