@@ -619,6 +619,7 @@ def test_trainer_latency_fit_measures_the_derived_network(tmp_path, digits):
     assert fit["genotype"] == result.genotype and result.extra["measured_latency_ms"] == fit["measured_ms"]
     # an answer over the budget (allowed by the overshoot) is reported as not meeting it
     assert result.budget_met == (fit["measured_ms"] <= result.device_budget) and fit["overshoot"] == 0.1
+    assert fit["budget_ms"] == pytest.approx(result.device_budget)
     if fit["within_tolerance"]:
         assert 0.9 * result.device_budget <= fit["measured_ms"] <= 1.1 * result.device_budget
     with pytest.raises(ValueError, match="budget_type='latency'"):

@@ -109,8 +109,8 @@ class DCANASTrainingArguments(TrainingArguments):
     latency_overshoot: float = field(
         default=0.0,
         metadata={"help": "latency_fit: how far over the budget (fraction) a measured latency may be when no "
-                  "candidate lands within latency_tolerance under it (0: the budget is a ceiling; 0.1: a target "
-                  "with a tenth of it allowed either side). Over-budget answers are logged with a warning."},
+                  "candidate lands within latency_tolerance under it (0: the budget is a ceiling; 0.1: a target, "
+                  "answers up to 0.1 less the noise margin over it). Over-budget answers are logged with a warning."},
     )
     latency_fit_rounds: int = field(default=10, metadata={"help": "latency_fit: most candidates measured."})
     latency_fit_repeats: int = field(

@@ -110,6 +110,7 @@ def _summary_lines(result) -> list[str]:
         )
     fit = result.extra.get("latency_fit")
     if fit:
+        # (results written before fits recorded their budget: a latency search's own budget)
         budget_ms = fit.get("budget_ms", result.device_budget if result.metric == "latency" else None)
         share = f", {fit['measured_ms'] / budget_ms:.3f} x the budget" if budget_ms else ""
         lines.append(f"  measured {fit['measured_ms']:.3f} ms on this device{share} (table estimate "
@@ -138,7 +139,7 @@ def cmd_search(argv: list[str]) -> int:
     return 0
 
 
-def _record_fit(result, fit, budget_ms: float) -> None:
+def _record_fit(result, fit) -> None:
     """Make the saved results describe the fitted network: its genotype, exact costs and the measurement."""
     from .constraint import final_network_config
     from .cost import network_cost
@@ -146,11 +147,11 @@ def _record_fit(result, fit, budget_ms: float) -> None:
     result.genotype = str(fit.genotype)
     cost = network_cost(final_network_config(result.search_space, genotype=result.genotype, **result.final_network))
     result.params, result.macs = int(cost.params), int(cost.macs)
-    result.extra["latency_fit"] = {**fit.to_dict(), "budget_ms": budget_ms}
+    result.extra["latency_fit"] = fit.to_dict()
     result.extra["measured_latency_ms"] = fit.measured_ms
     if result.metric == "latency":
         result.derived_cost = fit.estimated_ms
-        result.budget_met = fit.measured_ms <= budget_ms
+        result.budget_met = fit.measured_ms <= fit.budget_ms
     elif result.metric in ("params", "macs"):
         result.derived_cost = float(getattr(cost, result.metric))
         result.budget_met = result.derived_cost <= result.device_budget if result.device_budget else None
@@ -202,10 +203,9 @@ def cmd_derive(argv: list[str]) -> int:
                                 max_rounds=ns.latency_fit_rounds, repeats=ns.latency_fit_repeats,
                                 overshoot=ns.latency_overshoot)
         genotype = str(fit.genotype)
-        budget = ns.budget_ms if ns.budget_ms is not None else result.device_budget
-        _record_fit(result, fit, budget)
-        print(f"latency fit: measured {fit.measured_ms:.3f} ms for a {budget:.3f} ms budget "
-              f"({fit.measured_ms / budget:.3f} x; table estimate {fit.estimated_ms:.3f} ms, "
+        _record_fit(result, fit)
+        print(f"latency fit: measured {fit.measured_ms:.3f} ms for a {fit.budget_ms:.3f} ms budget "
+              f"({fit.measured_ms / fit.budget_ms:.3f} x; table estimate {fit.estimated_ms:.3f} ms, "
               f"{sum('measured_ms' in t for t in fit.trials)} candidates measured, in window: {fit.within_tolerance})")
     genotype, config = derive(
         result, ns.output_dir, genotype, init_channels=ns.init_channels, cells_per_stage=ns.cells_per_stage,

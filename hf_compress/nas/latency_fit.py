@@ -38,6 +38,7 @@ class LatencyFit:
     genotype: object
     measured_ms: float
     estimated_ms: float
+    budget_ms: float  # the latency budget the fit aimed at
     within_tolerance: bool  # measured in [(1 - tolerance) x budget, (1 + overshoot) x budget]
     trials: list[dict] = field(default_factory=list)
     tolerance: float = 0.1
@@ -45,7 +46,7 @@ class LatencyFit:
 
     def to_dict(self) -> dict:
         return {"genotype": str(self.genotype), "measured_ms": self.measured_ms, "estimated_ms": self.estimated_ms,
-                "within_tolerance": self.within_tolerance, "tolerance": self.tolerance, "overshoot": self.overshoot,
+                "budget_ms": self.budget_ms, "within_tolerance": self.within_tolerance, "tolerance": self.tolerance, "overshoot": self.overshoot,
                 "trials": self.trials}
 
 
@@ -226,7 +227,7 @@ def fit_measured_latency(
             logger.info("latency fit %d (%s): table budget %.3f ms -> estimated %.3f ms, measured %.3f ms "
                         "(budget %.3f)", step, source, table_budget, estimate, ms, budget_ms)
             if inner_low <= ms <= inner_high:
-                return LatencyFit(genotype, ms, estimate, True, trials, tolerance, overshoot)
+                return LatencyFit(genotype, ms, estimate, budget_ms, True, trials, tolerance, overshoot)
         if source == "edit" or bracket_closed:
             continue
         if ms < inner_low:
@@ -262,7 +263,7 @@ def fit_measured_latency(
     from .spaces import parse_genotype
 
     return LatencyFit(parse_genotype(best["genotype"], cost_model.space), best["measured_ms"], best["estimated_ms"],
-                      low <= best["measured_ms"] <= (1.0 + overshoot) * budget_ms, trials, tolerance, overshoot)
+                      budget_ms, low <= best["measured_ms"] <= (1.0 + overshoot) * budget_ms, trials, tolerance, overshoot)
 
 
 def require_this_device(table, source: str = "The latency table") -> None:
