@@ -47,9 +47,10 @@ def _task(config) -> tuple[str, str]:
 
 def _data_fractions(report: dict) -> str:
     """'data fraction 0.03', plus the fine-tune's own slice when it had one."""
-    text = f"data fraction {report.get('data_fraction', 1.0)}"
+    fraction = report.get("data_fraction", 1.0)
     finetune = report.get("finetune_data_fraction")
-    return text if finetune is None else f"{text}, fine-tune data fraction {finetune}"
+    text = f"data fraction {fraction}"
+    return text if finetune is None or finetune == fraction else f"{text}, fine-tune data fraction {finetune}"
 
 
 def _budget_rows(report: dict) -> tuple[str, str]:

@@ -56,6 +56,9 @@ def test_card_has_the_evidence_and_validates_offline(pruned_config, tmp_path):
     pruned_config.pruning_report["finetune_data_fraction"] = 0.75
     _render(pruned_config, tmp_path / "ft")
     assert "variant faster (data fraction 0.5, fine-tune data fraction 0.75)" in (tmp_path / "ft" / "README.md").read_text()
+    pruned_config.pruning_report["finetune_data_fraction"] = 0.5  # the same slice: said once
+    _render(pruned_config, tmp_path / "same")
+    assert "variant faster (data fraction 0.5)" in (tmp_path / "same" / "README.md").read_text()
     del pruned_config.pruning_report["finetune_data_fraction"]
     assert "budget requested | 40% of the transformer-layer parameters removed" in text
     realised = report["budget"]["realised"]

@@ -122,6 +122,27 @@ def test_finetune_phase_takes_its_own_data_fraction(tmp_path):
         make_args(tmp_path, finetune_data_fraction=1.5)
 
 
+def test_faster_default_slices_are_a_small_gate_slice_inside_a_larger_finetune_slice(tmp_path):
+    """Faster learns its gates from 2.5% and recovers on at least 12%; a slice the user states is kept as stated."""
+    def fractions(**kwargs):
+        args = make_args(tmp_path, **{"data_fraction": None, **kwargs})
+        return args.effective_data_fraction, args.effective_finetune_data_fraction
+
+    assert fractions(variant="faster") == (0.025, 0.12)
+    assert fractions(variant="faster", data_fraction=0.5) == (0.5, 0.5)
+    assert fractions(variant="faster", finetune_data_fraction=0.05) == (0.025, 0.05)
+    assert fractions(variant="fast") == (0.03, 0.03)
+    assert fractions(variant="vtrans") == (1.0, 1.0)
+    teacher = tiny_bert()
+    data = toy_dataset(n=400)
+    data = data.add_column("row", list(range(len(data))))
+    trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(
+        tmp_path, variant="faster", data_fraction=None, remove_unused_columns=True), train_dataset=data)
+    gate_rows, finetune_rows = set(trainer.train_dataset["row"]), set(trainer._finetune_dataset["row"])
+    assert len(gate_rows) == round(0.025 * len(data)) and len(finetune_rows) == round(0.12 * len(data))
+    assert gate_rows < finetune_rows
+
+
 def test_every_loss_term_and_gate_state_is_logged(tmp_path):
     teacher = tiny_bert()
     trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())

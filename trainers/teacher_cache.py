@@ -1,8 +1,8 @@
 """Teacher outputs kept per example across epochs.
 
 The distillation teacher is frozen and in eval mode, so an example's logits and hidden states never change.
-Faster-VTrans runs many epochs over a small slice (8 gate epochs and a fine-tune on 3% of SST-2), and every
-step used to run the teacher again: a third of a gate step's compute (student forward, input-gradient
+Faster-VTrans runs many epochs over a small slice (6 gate epochs on 2.5% of SST-2, then a fine-tune on 12%),
+and every step used to run the teacher again: a third of a gate step's compute (student forward, input-gradient
 backward, teacher forward). With this cache each example meets the teacher once for the whole run, pruning
 and fine-tuning phases together.
 

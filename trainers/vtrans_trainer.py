@@ -275,8 +275,8 @@ class VTransTrainer(DistillationMixin, Trainer):
         check_teacher(model, teacher_model, args.distill_hidden_weight)
         full_dataset, train_dataset = train_dataset, subsample(train_dataset, args.effective_data_fraction, args.seed)
         self._finetune_dataset = (  # nested: the same seed's permutation, cut longer
-            train_dataset if args.finetune_data_fraction is None
-            else subsample(full_dataset, args.finetune_data_fraction, args.seed)
+            train_dataset if args.effective_finetune_data_fraction == args.effective_data_fraction
+            else subsample(full_dataset, args.effective_finetune_data_fraction, args.seed)
         )
         gates = get_gates(model) or attach_gates(
             model,
@@ -428,7 +428,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             variant=self.args.variant,
             gate_groups=list(self._gates.groups),
             data_fraction=self.args.effective_data_fraction,
-            finetune_data_fraction=self.args.finetune_data_fraction,
+            finetune_data_fraction=self.args.effective_finetune_data_fraction,
             compression_seconds=self.compression_seconds,
             gate_init=self.args.gate_init,
             gate_phase_dropout=self.args.gate_phase_dropout,
