@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -45,9 +45,8 @@ class LatencyFit:
     overshoot: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"genotype": str(self.genotype), "measured_ms": self.measured_ms, "estimated_ms": self.estimated_ms,
-                "budget_ms": self.budget_ms, "within_tolerance": self.within_tolerance, "tolerance": self.tolerance, "overshoot": self.overshoot,
-                "trials": self.trials}
+        """Every field, the genotype as its string (what search_results.json stores)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "genotype": str(self.genotype)}
 
 
 def candidate_for(cost_model, raw, probs: dict[str, torch.Tensor], table_budget: float, fill: bool = True):
@@ -262,8 +261,9 @@ def fit_measured_latency(
                        budget_ms, best["measured_ms"])
     from .spaces import parse_genotype
 
+    within = low <= best["measured_ms"] <= (1.0 + overshoot) * budget_ms
     return LatencyFit(parse_genotype(best["genotype"], cost_model.space), best["measured_ms"], best["estimated_ms"],
-                      budget_ms, low <= best["measured_ms"] <= (1.0 + overshoot) * budget_ms, trials, tolerance, overshoot)
+                      budget_ms, within, trials, tolerance, overshoot)
 
 
 def require_this_device(table, source: str = "The latency table") -> None:
