@@ -391,3 +391,39 @@ def test_gate_phase_dropout_off_keeps_the_gates_sampling_and_the_finetune_its_dr
             module.register_forward_hook(lambda m, i, o: flags.append(m.training))
     trainer._finetune(pruned, 1.0)
     assert flags and all(flags)
+
+
+def test_finetune_without_dropout_and_with_frozen_embeddings(tmp_path):
+    """finetune_dropout=False trains the materialized model with every dropout off; finetune_freeze_embeddings=True
+    leaves the input embeddings exactly as pruned while the layers train, and hands the model back trainable."""
+    args = make_args(tmp_path, variant="faster", num_train_epochs=1, finetune_epochs=0,
+                     finetune_dropout=False, finetune_freeze_embeddings=True)
+    trainer = VTransTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=args, train_dataset=toy_dataset(n=32))
+    trainer.train()
+    pruned = trainer.materialize()
+    for module in pruned.modules():  # a dropout that would change every forward pass if it were on
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    flags: list[bool] = []
+    for module in pruned.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda m, i, o: flags.append(m.training))
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    embedding_name = next(k for k, v in pruned.named_parameters() if v is pruned.get_input_embeddings().weight)
+    trainer._finetune(pruned, 1.0)
+    assert flags and not any(flags)
+    after = pruned.state_dict()
+    torch.testing.assert_close(after[embedding_name], before[embedding_name], rtol=0, atol=0)
+    changed = [k for k in before if k != embedding_name and not torch.equal(before[k], after[k])]
+    assert any("layer" in k for k in changed)  # the layers did train
+    assert pruned.get_input_embeddings().weight.requires_grad
+
+    # the defaults keep both: dropout on, embeddings trained
+    defaults = make_args(tmp_path, variant="faster")
+    assert defaults.finetune_dropout and not defaults.finetune_freeze_embeddings
+    trainer = VTransTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=make_args(
+        tmp_path, variant="faster", num_train_epochs=1, finetune_epochs=1), train_dataset=toy_dataset(n=32))
+    trainer.train()
+    report = trainer.pruned_model.config.pruning_report
+    assert report["finetune_dropout"] is True and report["finetune_freeze_embeddings"] is False
+    assert report["finetune_epochs"] == 1

@@ -122,13 +122,13 @@ def _no_cache(model) -> dict:
     return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
 
 
-def backbone_dropout_off(model: torch.nn.Module, keep_training: torch.nn.Module) -> None:
+def backbone_dropout_off(model: torch.nn.Module, keep_training: torch.nn.Module | None = None) -> None:
     """Put every submodule of ``model`` in eval mode except ``keep_training`` (the gates, which must keep
     sampling) and the model object itself, so dropout, however a module implements it (``nn.Dropout``,
     attention kernels reading their own ``training`` flag), is off for this forward pass. Layers with
     gradient checkpointing switched on keep their flag: they only read it to decide whether to checkpoint.
     ``Trainer`` calls ``model.train()`` before every step, which undoes this."""
-    spared = {id(m) for m in keep_training.modules()}
+    spared = set() if keep_training is None else {id(m) for m in keep_training.modules()}
     for module in model.modules():
         if module is model or id(module) in spared or getattr(module, "gradient_checkpointing", False) is True:
             continue
@@ -432,6 +432,9 @@ class VTransTrainer(DistillationMixin, Trainer):
             compression_seconds=self.compression_seconds,
             gate_init=self.args.gate_init,
             gate_phase_dropout=self.args.gate_phase_dropout,
+            finetune_epochs=epochs,
+            finetune_dropout=self.args.finetune_dropout,
+            finetune_freeze_embeddings=self.args.finetune_freeze_embeddings,
         )
         self.pruned_model = pruned
         self.save_pruned(self.args.output_dir)
@@ -479,6 +482,9 @@ class VTransTrainer(DistillationMixin, Trainer):
             load_best_model_at_end=False,
         )
         hidden_index = torch.as_tensor(pruned.config.pruning_report["hidden_index"], device=self.args.device)
+        embeddings = pruned.get_input_embeddings() if self.args.finetune_freeze_embeddings else None
+        if embeddings is not None:
+            embeddings.weight.requires_grad_(False)  # out of the optimizer: Trainer only takes trainable parameters
         trainer = PrunedModelTrainer(
             model=pruned,
             teacher_model=self.teacher_model,
@@ -493,6 +499,8 @@ class VTransTrainer(DistillationMixin, Trainer):
         if self.teacher_cache is not None:
             trainer.teacher_cache = self.teacher_cache  # the fine-tune revisits the pruning phase's examples
         trainer.train()
+        if embeddings is not None:
+            embeddings.weight.requires_grad_(True)  # the returned model trains as a whole again
         self.finetune_trainer = trainer
         # every process must be past its end-of-training checkpoint scan of the folder before it goes
         trainer.accelerator.wait_for_everyone()
@@ -525,6 +533,8 @@ class PrunedModelTrainer(DistillationMixin, Trainer):
         self.alive = [i for i in range(n) if heads[i] > 0 or widths[i] > 0] or list(range(n))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and not getattr(self.args, "finetune_dropout", True):
+            backbone_dropout_off(model)
         if self.teacher_model is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         need_hidden = self.args.distill_hidden_weight > 0
