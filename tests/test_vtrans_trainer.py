@@ -143,6 +143,24 @@ def test_faster_default_slices_are_a_small_gate_slice_inside_a_larger_finetune_s
     assert gate_rows < finetune_rows
 
 
+def test_faster_finetunes_at_a_larger_learning_rate_by_default(tmp_path):
+    """Faster's weights train only in its short fine-tune, so it defaults to 6 x learning_rate there; the other
+    variants fine-tune at learning_rate, and a stated finetune_learning_rate always wins. The fine-tune's
+    optimizer really runs at that rate, and the pruning report records it."""
+    def rate(**kwargs):
+        return make_args(tmp_path, learning_rate=5e-5, **kwargs).effective_finetune_learning_rate
+
+    assert rate(variant="faster") == pytest.approx(3e-4)
+    assert rate(variant="fast") == rate(variant="vtrans") == pytest.approx(5e-5)
+    assert rate(variant="faster", finetune_learning_rate=1e-5) == pytest.approx(1e-5)
+    args = make_args(tmp_path, variant="faster", learning_rate=5e-5, num_train_epochs=1, finetune_epochs=1,
+                     lr_scheduler_type="constant")
+    trainer = VTransTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=args, train_dataset=toy_dataset(n=32))
+    trainer.train()
+    assert [g["lr"] for g in trainer.finetune_trainer.optimizer.param_groups] == pytest.approx([3e-4, 3e-4])
+    assert trainer.pruned_model.config.pruning_report["finetune_learning_rate"] == pytest.approx(3e-4)
+
+
 def test_every_loss_term_and_gate_state_is_logged(tmp_path):
     teacher = tiny_bert()
     trainer = VTransTrainer(model=copy_of(teacher), teacher_model=teacher, args=make_args(tmp_path, finetune_epochs=0), train_dataset=toy_dataset())

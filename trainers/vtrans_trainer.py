@@ -433,6 +433,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             gate_init=self.args.gate_init,
             gate_phase_dropout=self.args.gate_phase_dropout,
             finetune_epochs=epochs,
+            finetune_learning_rate=self.args.effective_finetune_learning_rate,
             finetune_dropout=self.args.finetune_dropout,
             finetune_freeze_embeddings=self.args.finetune_freeze_embeddings,
         )
@@ -476,7 +477,7 @@ class VTransTrainer(DistillationMixin, Trainer):
             output_dir=os.path.join(self.args.output_dir, "finetune"),
             num_train_epochs=epochs,
             max_steps=-1,
-            learning_rate=self.args.finetune_learning_rate or self.args.learning_rate,
+            learning_rate=self.args.effective_finetune_learning_rate,
             per_device_train_batch_size=self.args.finetune_batch_size or self.args.per_device_train_batch_size,
             save_strategy="no",
             load_best_model_at_end=False,
