@@ -239,7 +239,7 @@ def main() -> None:
                 "finetune_batch_size": schedule[3],
                 "data_fraction": None if kind == "taylor" else report["data_fraction"],
                 "finetune_data_fraction": None if kind == "taylor" else report["finetune_data_fraction"],
-                "finetune_learning_rate": None if kind == "taylor" else report.get("finetune_learning_rate"),
+                "finetune_learning_rate": None if kind == "taylor" else report["finetune_learning_rate"],
                 "target_sparsity": sparsity,
                 "accuracy": accuracy(pruned, test, collator),
                 "layer_sparsity": report["layer_sparsity"],

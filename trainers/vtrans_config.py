@@ -19,7 +19,7 @@ _DEFAULT_DATA_FRACTION = {"vtrans": 1.0, "fast": 0.03, "faster": 0.025}
 _FASTER_MIN_FINETUNE_DATA_FRACTION = 0.12
 # Faster-VTrans's weights train only in its short recovery fine-tune (about a hundred steps), so by default it takes
 # a larger step than a fine-tune that follows weight training: learning_rate x 6 (3e-4 from 5e-5). MiniLM + SST-2,
-# seed 0: 0.8372 against 0.7993 at sparsity 0.9, same run time; see benchmarks/README.md.
+# three seeds at sparsity 0.9: 0.8337 against 0.7986 in the same run time; see benchmarks/README.md.
 _FASTER_FINETUNE_LR_FACTOR = 6.0
 
 

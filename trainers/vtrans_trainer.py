@@ -499,9 +499,11 @@ class VTransTrainer(DistillationMixin, Trainer):
         )
         if self.teacher_cache is not None:
             trainer.teacher_cache = self.teacher_cache  # the fine-tune revisits the pruning phase's examples
-        trainer.train()
-        if embeddings is not None:
-            embeddings.weight.requires_grad_(True)  # the returned model trains as a whole again
+        try:
+            trainer.train()
+        finally:
+            if embeddings is not None:
+                embeddings.weight.requires_grad_(True)  # the model trains as a whole again, even after a failure
         self.finetune_trainer = trainer
         # every process must be past its end-of-training checkpoint scan of the folder before it goes
         trainer.accelerator.wait_for_everyone()
